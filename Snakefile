@@ -1,0 +1,26 @@
+# wmhflow: WMH segmentation after Xu et al. (MICCAI WMH Challenge 2017), per subject and per cohort.
+# Run: snakemake --cores all   (default config.yaml: the built-in demo cohort)
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.21")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        preprocess_targets(),
+        model_targets(),
+        evaluate_targets(),
+        report_targets(),
+    default_target: True

@@ -1,0 +1,83 @@
+"""The ``wmhflow`` command: one verb per job, each implemented by one module.
+
+A verb module provides ``add_arguments(parser)`` and ``main(args) -> int``; it is imported only
+when its verb runs, so ``wmhflow evaluate`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import WmhflowError
+
+#: verb -> (module, one-line help). Add a verb with a one-line edit here.
+VERBS = {
+    "synth": ("wmhflow.synth", "write a realistic synthetic cohort (demo and tests)"),
+    "discover": ("wmhflow.cohort", "list the subjects of a cohort as a TSV (layout, splits, checks)"),
+    "align-t1": ("wmhflow.preprocess.align", "put the T1 on the FLAIR's voxel grid (rigid registration if needed)"),
+    "bias-correct": ("wmhflow.preprocess.bias", "N4 bias-field correction inside a head mask"),
+    "requantize": ("wmhflow.preprocess.quantize", "requantize a volume to 8 bits (robust window in the head)"),
+    "tophat": ("wmhflow.preprocess.tophat", "per-slice area-opening top-hat of an 8-bit FLAIR"),
+    "train": ("wmhflow.train", "train the VGG16-FCN on preprocessed training subjects"),
+    "infer": ("wmhflow.infer", "run the FCN on one preprocessed subject: probability map and mask"),
+    "segment": ("wmhflow.segment", "whole chain for one subject without Snakemake: FLAIR + T1 -> WMH mask"),
+    "evaluate": ("wmhflow.evaluate", "score a segmentation against a reference, the WMH challenge's way"),
+    "lesions": ("wmhflow.lesions", "one row per 26-connected lesion of a mask"),
+}
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wmhflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"wmhflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (_, help_text) in VERBS.items():
+        sub.add_parser(verb, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse the top level first, then hand the rest to the verb's own parser (imported lazily).
+    top, rest = parser.parse_known_args(argv)
+    if top.verb is None:
+        parser.print_help()
+        return 2
+    module_name, help_text = VERBS[top.verb]
+    verb_parser = argparse.ArgumentParser(prog=f"wmhflow {top.verb}", description=help_text)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            print(f"wmhflow {top.verb}: not available in this installation", file=sys.stderr)
+            return 2
+        raise
+    module.add_arguments(verb_parser)
+    args = verb_parser.parse_args([a for a in rest if a != top.verb])
+    _configure_logging(top.verbose)
+    try:
+        return int(module.main(args) or 0)
+    except WmhflowError as exc:
+        print(f"wmhflow {top.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"wmhflow {top.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

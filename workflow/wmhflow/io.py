@@ -1,0 +1,155 @@
+"""NIfTI reading and writing that keeps the FLAIR's grid and header, with atomic writes.
+
+Every volume of the pipeline is read through :func:`load_nifti` (so a bad file fails the same way
+everywhere) and every output volume is written through :func:`save_like` (so it lands on the exact
+voxel grid and header of the image it derives from, with qform and sform agreeing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+
+#: Grids whose affines differ by less than this (mm, and unitless for the direction part) match.
+GRID_ATOL = 1e-3
+
+
+def load_nifti(path, role: str = "image", check_finite: bool = True) -> nib.Nifti1Image:
+    """Load a 3D NIfTI and check it; every problem is an :class:`InputError` naming the file.
+
+    A 4D image whose 4th axis has length 1 is squeezed to 3D; any other 4D image is refused.
+    ``role`` ("FLAIR", "T1", "reference", ...) only words the error messages.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, f"{role} file does not exist")
+    if not path.is_file():
+        raise InputError(path, f"{role} path is not a file")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as exc:
+        raise InputError(path, f"{role} is not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(path, f"{role} must be a 3D volume, found shape {tuple(data.shape)}")
+    if min(data.shape) < 1:
+        raise InputError(path, f"{role} is empty, shape {tuple(data.shape)}")
+    if check_finite and np.issubdtype(data.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:
+            raise InputError(path, f"{role} has {bad} NaN or infinite voxel(s)")
+    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
+        raise InputError(path, f"{role} has a degenerate or non-finite affine")
+    header = img.header.copy()
+    header.set_data_shape(data.shape)
+    return nib.Nifti1Image(data, img.affine, header)
+
+
+def voxels(img: nib.Nifti1Image, dtype=np.float32) -> np.ndarray:
+    """The voxel array of a loaded image (scaling applied), as ``dtype``."""
+    return np.asarray(img.dataobj, dtype=dtype)
+
+
+def same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image, atol: float = GRID_ATOL) -> bool:
+    """True when two images share shape and voxel-to-world affine (within ``atol``)."""
+    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=atol)
+
+
+def require_same_grid(img, path, like, like_path, role: str, like_role: str = "FLAIR") -> None:
+    """Raise an :class:`InputError` on ``path`` unless ``img`` is on the grid of ``like``."""
+    if img.shape[:3] != like.shape[:3]:
+        raise InputError(path, f"{role} shape {img.shape[:3]} differs from the {like_role} shape "
+                               f"{like.shape[:3]} ({like_path})")
+    if not np.allclose(img.affine, like.affine, atol=GRID_ATOL):
+        worst = float(np.max(np.abs(img.affine - like.affine)))
+        raise InputError(path, f"{role} voxel-to-world affine differs from the {like_role}'s "
+                               f"({like_path}) by up to {worst:.4g}")
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps the final suffixes (``.nii.gz``, ``.png``) so writers that infer the
+    format from the name work; on any exception the temporary file is removed and nothing appears.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None) -> Path:
+    """Write ``data`` atomically on the grid of ``like``: same shape, affine and header.
+
+    qform and sform are both set to ``like``'s affine (keeping ``like``'s codes, or scanner/aligned
+    when it had none), so no reader can place the output differently from the image it came from.
+    """
+    data = np.asarray(data)
+    if data.shape != like.shape[:3]:
+        raise ValueError(f"data shape {data.shape} differs from the template grid {like.shape[:3]}")
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    header = like.header.copy()
+    header.set_data_dtype(data.dtype)
+    header.set_data_shape(data.shape)
+    out = nib.Nifti1Image(data, like.affine, header)
+    qcode = int(like.header["qform_code"]) or 1
+    scode = int(like.header["sform_code"]) or qcode
+    out.set_qform(like.affine, code=qcode)
+    out.set_sform(like.affine, code=scode)
+    out.header.set_slope_inter(None, None)  # write raw values: no rescaling of masks or 8-bit data
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        nib.save(out, str(tmp))
+    return path
+
+
+# ITK uses LPS world coordinates, NIfTI/nibabel RAS: the first two world axes flip sign.
+_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def to_sitk(img: nib.Nifti1Image, data: np.ndarray | None = None, dtype=np.float32):
+    """A SimpleITK image with the voxels and physical geometry of a nibabel image.
+
+    Converting here (instead of letting SimpleITK re-read the file) guarantees that both libraries
+    see the same affine: ITK would otherwise prefer the qform where nibabel prefers the sform.
+    """
+    import SimpleITK as sitk
+
+    arr = voxels(img, dtype) if data is None else np.asarray(data, dtype=dtype)
+    affine = img.affine
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    direction = _LPS @ (affine[:3, :3] / spacing)
+    origin = _LPS @ affine[:3, 3]
+    image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(o) for o in origin])
+    image.SetDirection([float(d) for d in direction.ravel()])
+    return image
+
+
+def from_sitk(image) -> np.ndarray:
+    """The voxel array of a SimpleITK image in nibabel's (i, j, k) order."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
