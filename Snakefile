@@ -13,6 +13,7 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/segment.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
@@ -21,6 +22,7 @@ rule all:
     input:
         preprocess_targets(),
         model_targets(),
+        segment_targets(),
         evaluate_targets(),
         report_targets(),
     default_target: True

@@ -1,10 +1,18 @@
 # Shared by every rule file: config validation, the subjects table, output paths, wildcard constraints.
+import sys
+
 import pandas as pd
 from snakemake.utils import validate
 
 from wmhflow.paths import bids_path
 from wmhflow import cohort as wmh_cohort
 
+
+# Rules call the `wmhflow` command of the installation running snakemake, activated venv or not
+# (with --software-deployment-method conda, the rule's environment comes first on PATH instead).
+_bin = os.path.dirname(sys.executable)
+if _bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 
 validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 

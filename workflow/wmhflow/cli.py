@@ -67,7 +67,7 @@ def main(argv=None) -> int:
             return 2
         raise
     module.add_arguments(verb_parser)
-    args = verb_parser.parse_args([a for a in rest if a != top.verb])
+    args = verb_parser.parse_args(rest)
     _configure_logging(top.verbose)
     try:
         return int(module.main(args) or 0)

@@ -1,0 +1,33 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine with Python >= 3.10.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# The CPU build of torch is installed first, so the project's torch range is already met and pip
+# does not pull a multi-GB CUDA build; on a GPU machine, install your CUDA torch first instead.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores all
+
+test: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+
+lint: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
+
+bench: install
+	for b in benchmarks/bench_*.py; do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,52 @@
+"""Shared pytest fixtures: tiny real NIfTI files and synthetic cohorts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_nifti(path, data, affine=None, dtype=None):
+    """Write a small real NIfTI (qform = sform) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(data if dtype is None else np.asarray(data).astype(dtype))
+    affine = np.diag([1.0, 1.0, 3.0, 1.0]) if affine is None else affine
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.fixture
+def nifti_writer():
+    return write_nifti
+
+
+def wmhflow_command():
+    """The wmhflow CLI of the Python running the tests (works without the venv on PATH)."""
+    return [sys.executable, "-m", "wmhflow.cli"]
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory):
+    """A small realistic synthetic cohort (challenge layout), shared by the tests of a session."""
+    from wmhflow.synth import write_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    table = write_cohort(out, subjects=6, seed=1, small=True)
+    return out, table
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads(monkeypatch):
+    # Two cores are shared by everything in CI: keep BLAS/torch from oversubscribing them.
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))

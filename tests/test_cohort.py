@@ -1,0 +1,177 @@
+"""Cohort discovery: three layouts, splits, and every bad input as one clear error."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import wmhflow_command, write_nifti
+from wmhflow import cohort
+from wmhflow.errors import ConfigError, InputError
+
+SHAPE = (8, 8, 4)
+
+
+def _subject(dir_, ref=True, images="pre"):
+    write_nifti(dir_ / images / "FLAIR.nii.gz", np.ones(SHAPE, np.float32))
+    write_nifti(dir_ / images / "T1.nii.gz", np.ones(SHAPE, np.float32))
+    if ref:
+        write_nifti(dir_ / "wmh.nii.gz", np.zeros(SHAPE, np.uint8))
+
+
+@pytest.fixture
+def challenge_tree(tmp_path):
+    root = tmp_path / "wmh"
+    for sid in (0, 2, 4):
+        _subject(root / "Utrecht" / str(sid))
+    for sid in (50, 52):
+        _subject(root / "Singapore" / str(sid))
+    _subject(root / "Amsterdam" / "GE3T" / "100")
+    _subject(root / "Amsterdam" / "GE3T" / "101", ref=False)
+    return root
+
+
+def test_challenge_tree_with_nested_site(challenge_tree):
+    table = cohort.discover(challenge_tree)
+    assert sorted(table.index) == ["0", "100", "101", "2", "4", "50", "52"]
+    assert table.loc["100", "site"] == "Amsterdam/GE3T"
+    assert table.loc["50", "site"] == "Singapore"
+    assert table.loc["101", "reference"] == ""
+    assert table.loc["0", "flair"].endswith("Utrecht/0/pre/FLAIR.nii.gz")
+
+
+def test_challenge_orig_images(tmp_path):
+    _subject(tmp_path / "S" / "7", images="orig")
+    assert list(cohort.discover(tmp_path, "challenge", images="orig").index) == ["7"]
+    with pytest.raises(InputError, match="no subjects found"):
+        cohort.discover(tmp_path, "challenge", images="pre")
+
+
+def test_results_inside_cohort_is_never_indexed(challenge_tree):
+    results = challenge_tree / "results"
+    _subject(results / "Fake" / "999")  # looks like a subject, but it is our own output folder
+    table = cohort.discover(challenge_tree, exclude=[results])
+    assert "999" not in table.index
+
+
+def test_splits_per_site_count_fraction_and_reproducible(challenge_tree):
+    table = cohort.discover(challenge_tree)
+    one = cohort.assign_splits(table, train_per_site=1, seed=3)
+    assert one.groupby("site")["split"].apply(lambda s: (s == "train").sum()).to_dict() == {
+        "Amsterdam/GE3T": 1, "Singapore": 1, "Utrecht": 1}
+    assert one.loc["101", "split"] == "predict"  # no reference
+    assert one.equals(cohort.assign_splits(table, train_per_site=1, seed=3))
+    frac = cohort.assign_splits(table, train_per_site=0.5, seed=0)
+    assert (frac[frac.site == "Utrecht"].split == "train").sum() == 2  # round(0.5 * 3) = 2
+    seeds = {tuple(cohort.assign_splits(table, 1, seed=s).split) for s in range(8)}
+    assert len(seeds) > 1
+
+
+def test_bids_dataset_with_sessions_sites_and_references(tmp_path):
+    root = tmp_path / "bids"
+    (root / "dataset_description.json").parent.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "site": ["A", "B"]}).to_csv(
+        root / "participants.tsv", sep="\t", index=False)
+    for anat in (root / "sub-01/anat", root / "sub-02/ses-1/anat", root / "sub-02/ses-2/anat"):
+        stem = "_".join(p for p in anat.parent.relative_to(root).parts)
+        write_nifti(anat / f"{stem}_FLAIR.nii.gz", np.ones(SHAPE))
+        write_nifti(anat / f"{stem}_T1w.nii.gz", np.ones(SHAPE))
+    write_nifti(root / "derivatives/wmh/sub-01/anat/sub-01_label-WMH_mask.nii.gz", np.zeros(SHAPE))
+    write_nifti(root / "derivatives/wmh/sub-02/ses-2/anat/sub-02_ses-2_label-WMH_mask.nii.gz", np.zeros(SHAPE))
+    pattern = "derivatives/wmh/sub-{subject}/{session}anat/sub-{subject}_{session_}label-WMH_mask.nii.gz"
+    table = cohort.discover(root, bids_reference=pattern)
+    assert sorted(table.index) == ["01", "02ses1", "02ses2"]
+    assert table.loc["02ses1", "site"] == "B"
+    assert table.loc["01", "reference"].endswith("sub-01_label-WMH_mask.nii.gz")
+    assert table.loc["02ses1", "reference"] == ""
+    assert table.loc["02ses2", "reference"] != ""
+
+
+def test_subjects_tsv_relative_paths_and_given_splits(tmp_path):
+    write_nifti(tmp_path / "d/a_flair.nii.gz", np.ones(SHAPE))
+    write_nifti(tmp_path / "d/a_t1.nii.gz", np.ones(SHAPE))
+    write_nifti(tmp_path / "d/a_wmh.nii.gz", np.zeros(SHAPE))
+    write_nifti(tmp_path / "d/b_flair.nii.gz", np.ones(SHAPE))
+    write_nifti(tmp_path / "d/b_t1.nii.gz", np.ones(SHAPE))
+    tsv = tmp_path / "subjects.tsv"
+    tsv.write_text("subject\tsite\tflair\tt1\treference\tsplit\n"
+                   "a\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\td/a_wmh.nii.gz\ttest\n"
+                   "b\tX\td/b_flair.nii.gz\td/b_t1.nii.gz\t\t\n")
+    table = cohort.assign_splits(cohort.discover(tsv))
+    assert table.loc["a", "split"] == "test"  # the TSV's split wins
+    assert table.loc["b", "split"] == "predict"
+    assert table.loc["a", "flair"] == str((tmp_path / "d/a_flair.nii.gz").resolve())
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("a\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\t\tvalidation\n", "line 2, split"),
+    ("a-1\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\t\t\n", "line 2, subject"),
+    ("a\tX\td/a_flair.mha\td/a_t1.nii.gz\t\t\n", "line 2, flair"),
+])
+def test_subjects_tsv_rows_checked_by_schema(tmp_path, line, problem):
+    tsv = tmp_path / "subjects.tsv"
+    tsv.write_text("subject\tsite\tflair\tt1\treference\tsplit\n" + line)
+    with pytest.raises(InputError, match=problem) as err:
+        cohort.discover(tsv)
+    assert str(tsv) in str(err.value)
+
+
+def test_missing_t1_duplicate_ids_and_train_without_reference(tmp_path, challenge_tree):
+    (challenge_tree / "Utrecht/0/pre/T1.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"Utrecht/0/pre/T1.nii.gz: T1 image does not exist"):
+        cohort.discover(challenge_tree)
+    dup = tmp_path / "dup"
+    _subject(dup / "A" / "1")
+    _subject(dup / "B" / "1")
+    with pytest.raises(InputError, match="duplicate subject id"):
+        cohort.discover(dup)
+    table = cohort.discover(dup / "A")
+    table.loc["1", ["reference", "split"]] = ["", "train"]
+    with pytest.raises(InputError, match="split 'train' but has no reference"):
+        cohort.assign_splits(table)
+
+
+def test_results_folder_equal_to_cohort_is_refused(challenge_tree):
+    config = {"cohort": str(challenge_tree), "results": str(challenge_tree)}
+    with pytest.raises(ConfigError, match="input cohort's own folder"):
+        cohort.subjects_for_workflow(config)
+
+
+def test_check_finds_corrupt_4d_nan_grid_and_labels(challenge_tree):
+    (challenge_tree / "Utrecht/0/pre/FLAIR.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    write_nifti(challenge_tree / "Utrecht/2/pre/T1.nii.gz", np.ones(SHAPE + (3,)))
+    nan = np.ones(SHAPE, np.float32)
+    nan[0, 0, 0] = np.nan
+    write_nifti(challenge_tree / "Utrecht/4/pre/FLAIR.nii.gz", nan)
+    write_nifti(challenge_tree / "Singapore/50/wmh.nii.gz", np.zeros((8, 8, 5), np.uint8))
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[1, 1, 1] = 7
+    write_nifti(challenge_tree / "Singapore/52/wmh.nii.gz", labels)
+    table = cohort.assign_splits(cohort.discover(challenge_tree))
+    found = {s: cohort.check_subject(s, row) for s, row in table.iterrows()}
+    assert "not a readable NIfTI" in found["0"][0]
+    assert "must be a 3D volume" in found["2"][0]
+    assert "NaN" in found["4"][0]
+    assert "shape (8, 8, 5) differs from the FLAIR shape" in found["50"][0]
+    assert "unknown label value(s) [7]" in found["52"][0]
+    assert found["100"] == [] and found["101"] == []
+
+
+def test_discover_cli_writes_table_and_check_fails_cleanly(tmp_path, challenge_tree):
+    out = tmp_path / "subjects.tsv"
+    run = subprocess.run(wmhflow_command() + ["discover", "--cohort", str(challenge_tree), "--check",
+                                              "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    table = pd.read_csv(out, sep="\t", dtype=str)
+    assert len(table) == 7 and set(table["split"]) == {"train", "predict"}
+    write_nifti(challenge_tree / "Singapore/50/wmh.nii.gz", np.zeros((8, 8, 5), np.uint8))
+    out2 = tmp_path / "again.tsv"
+    run = subprocess.run(wmhflow_command() + ["discover", "--cohort", str(challenge_tree), "--check",
+                                              "-o", str(out2)], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "Singapore/50/wmh.nii.gz: reference shape" in run.stderr
+    assert not out2.exists()

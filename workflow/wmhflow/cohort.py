@@ -1,0 +1,320 @@
+"""Cohort discovery: one table of subjects from a WMH-challenge tree, a BIDS dataset or a subjects TSV.
+
+The table has one row per subject, indexed by ``subject`` (alphanumeric, used in output names), with
+columns ``site, flair, t1, reference, split``: absolute paths (``reference`` is "" when there is none)
+and ``split`` in train | test | predict.
+
+Layouts
+- **challenge**: ``<root>/<site>/<id>/pre/FLAIR.nii.gz``, ``pre/T1.nii.gz`` and ``<id>/wmh.nii.gz``; the
+  site may be nested (``<root>/Amsterdam/GE3T/<id>/``, site ``Amsterdam/GE3T``). ``orig/`` instead of
+  ``pre/`` when asked.
+- **bids**: ``sub-<s>/[ses-<t>/]anat/*_FLAIR.nii.gz`` and ``*_T1w.nii.gz``; the site from
+  participants.tsv's ``site`` column when present; references from a pattern under the dataset root.
+  A subject with sessions gives one row per session, labelled ``<s>ses<t>``.
+- **tsv**: columns subject, site, flair, t1, reference, split (paths relative to the TSV's folder).
+
+Discovery only looks at file names, so that planning a 1,000-subject cohort stays fast; the voxel
+checks (corrupt files, 4D, NaN, grids, labels) run in the first rule that reads each file, or up front
+with ``wmhflow discover --check``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["site", "flair", "t1", "reference", "split"]
+SPLITS = ("train", "test", "predict")
+LAYOUTS = ("auto", "challenge", "bids", "tsv")
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+
+# --------------------------------------------------------------------------------------- layouts
+def detect_layout(path: Path) -> str:
+    if path.is_file():
+        if path.suffix.lower() in (".tsv", ".txt", ".csv"):
+            return "tsv"
+        raise InputError(path, "cohort must be a folder (WMH-challenge tree or BIDS dataset) or a subjects .tsv")
+    if not path.is_dir():
+        raise InputError(path, "cohort folder does not exist")
+    if (path / "dataset_description.json").is_file() or any(p.is_dir() for p in path.glob("sub-*")):
+        return "bids"
+    return "challenge"
+
+
+def _challenge(root: Path, images: str, exclude: list[Path]) -> list[dict]:
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        # Never index our own outputs (or hidden folders) as input, even when results/ is inside the cohort.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in exclude)
+        if here.name != images or "FLAIR.nii.gz" not in filenames:
+            continue
+        subject_dir = here.parent
+        site = subject_dir.parent.relative_to(root).as_posix()
+        rows.append({
+            "subject": subject_dir.name,
+            "site": site if site != "." else "all",
+            "flair": here / "FLAIR.nii.gz",
+            "t1": here / "T1.nii.gz",
+            "reference": subject_dir / "wmh.nii.gz" if (subject_dir / "wmh.nii.gz").exists() else "",
+            "split": "",
+        })
+        dirnames[:] = []
+    if not rows:
+        raise InputError(root, f"no subjects found: expected <site>/<id>/{images}/FLAIR.nii.gz below this folder")
+    return rows
+
+
+def _bids_sites(root: Path) -> dict[str, str]:
+    participants = root / "participants.tsv"
+    if not participants.is_file():
+        return {}
+    table = pd.read_csv(participants, sep="\t", dtype=str).fillna("")
+    if "participant_id" not in table or "site" not in table:
+        return {}
+    return {pid.removeprefix("sub-"): site for pid, site in zip(table["participant_id"], table["site"]) if site}
+
+
+def _one(paths: list[Path], folder: Path, what: str):
+    if len(paths) > 1:
+        names = ", ".join(p.name for p in paths)
+        raise InputError(folder, f"several {what} images ({names}): keep one, or list subjects in a subjects TSV")
+    return paths[0] if paths else None
+
+
+def _bids(root: Path, reference_pattern: str) -> list[dict]:
+    sites = _bids_sites(root)
+    rows = []
+    for sub_dir in sorted(p for p in root.glob("sub-*") if p.is_dir()):
+        sub = sub_dir.name.removeprefix("sub-")
+        sessions = sorted(p for p in sub_dir.glob("ses-*") if p.is_dir()) or [None]
+        for ses_dir in sessions:
+            ses = ses_dir.name.removeprefix("ses-") if ses_dir else ""
+            anat = (ses_dir or sub_dir) / "anat"
+            flair = _one(sorted(anat.glob("*_FLAIR.nii.gz")), anat, "FLAIR")
+            if flair is None:
+                log.warning("%s: no *_FLAIR.nii.gz, skipped", anat)
+                continue
+            t1 = _one(sorted(anat.glob("*_T1w.nii.gz")), anat, "T1w")
+            reference = ""
+            if reference_pattern:
+                candidate = root / reference_pattern.format(
+                    subject=sub, session=f"ses-{ses}/" if ses else "", session_=f"ses-{ses}_" if ses else "")
+                reference = candidate if candidate.exists() else ""
+            rows.append({
+                "subject": f"{sub}ses{ses}" if ses else sub,
+                "site": sites.get(sub, "all"),
+                "flair": flair,
+                "t1": t1 if t1 is not None else anat / f"sub-{sub}_T1w.nii.gz",
+                "reference": reference,
+                "split": "",
+            })
+    if not rows:
+        raise InputError(root, "no subjects found: expected sub-*/[ses-*/]anat/*_FLAIR.nii.gz")
+    return rows
+
+
+def _tsv(path: Path) -> list[dict]:
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"subjects TSV is not readable ({exc})") from None
+    missing = [c for c in ("subject", "flair", "t1") if c not in table.columns]
+    if missing:
+        raise InputError(path, f"subjects TSV lacks column(s) {', '.join(missing)} "
+                               f"(expected subject, site, flair, t1, reference, split)")
+    _validate_tsv_rows(table, path)
+    base = path.parent
+    rows = []
+    for _, r in table.iterrows():
+        rows.append({
+            "subject": r["subject"].strip(),
+            "site": r.get("site", "").strip() or "all",
+            "flair": base / r["flair"].strip(),
+            "t1": base / r["t1"].strip(),
+            "reference": base / r["reference"].strip() if r.get("reference", "").strip() else "",
+            "split": r.get("split", "").strip(),
+        })
+    if not rows:
+        raise InputError(path, "subjects TSV has no rows")
+    return rows
+
+
+def _validate_tsv_rows(table: pd.DataFrame, path: Path) -> None:
+    """Check each row against workflow/schemas/subjects.schema.yaml (JSON schema), one line per problem."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(_schema_path().read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for i, record in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        error = next(iter(validator.iter_errors(record)), None)
+        if error is not None:
+            where = ".".join(str(p) for p in error.path) or "row"
+            raise InputError(path, f"line {i}, {where}: {error.message}")
+
+
+def _schema_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "schemas" / "subjects.schema.yaml"
+
+
+# ---------------------------------------------------------------------------------------- checks
+def _finish(rows: list[dict], source: Path) -> pd.DataFrame:
+    table = pd.DataFrame(rows, columns=["subject"] + COLUMNS)
+    bad = [s for s in table["subject"] if not _LABEL.match(s)]
+    if bad:
+        raise InputError(source, f"subject id {bad[0]!r} is not alphanumeric (needed in output names)")
+    duplicated = table["subject"][table["subject"].duplicated()].unique()
+    if len(duplicated):
+        raise InputError(source, f"duplicate subject id(s): {', '.join(map(str, duplicated[:5]))}")
+    for column in ("flair", "t1", "reference"):
+        for value in table[column]:
+            if value and not Path(value).is_file():
+                role = {"flair": "FLAIR", "t1": "T1", "reference": "reference"}[column]
+                raise InputError(value, f"{role} image does not exist")
+    for column in ("flair", "t1", "reference"):
+        table[column] = [str(Path(v).resolve()) if v else "" for v in table[column]]
+    return table.set_index("subject")
+
+
+def assign_splits(table: pd.DataFrame, train_per_site: float = 10, seed: int = 0) -> pd.DataFrame:
+    """Fill empty ``split`` values reproducibly; splits given (by a TSV) are kept.
+
+    Per site, ``train_per_site`` subjects with a reference train (a count, or a fraction when < 1);
+    the other subjects with a reference are ``test``; subjects without one are ``predict`` (the
+    paper's protocol: 10 training subjects per site). The draw depends only on the seed, the site name
+    and the site's subject ids, so adding a site does not reshuffle the others.
+    """
+    table = table.copy()
+    for subject, row in table.iterrows():
+        if row["split"] and row["split"] not in SPLITS:
+            raise InputError(subject, f"split {row['split']!r} is not one of {', '.join(SPLITS)}")
+        if row["split"] in ("train", "test") and not row["reference"]:
+            raise InputError(row["flair"], f"subject {subject} is in split '{row['split']}' but has no reference")
+    for site, group in table.groupby("site", sort=True):
+        open_ = sorted(s for s in group.index if not group.loc[s, "split"] and group.loc[s, "reference"])
+        if not open_:
+            continue
+        count = int(round(train_per_site * len(open_))) if train_per_site < 1 else int(train_per_site)
+        rng = np.random.default_rng([seed, zlib.crc32(site.encode())])
+        chosen = set(rng.permutation(open_)[: min(count, len(open_))])
+        for s in open_:
+            table.loc[s, "split"] = "train" if s in chosen else "test"
+    table.loc[table["split"] == "", "split"] = "predict"
+    return table
+
+
+def discover(cohort, layout: str = "auto", images: str = "pre", bids_reference: str = "",
+             exclude=()) -> pd.DataFrame:
+    """The subjects table (splits not yet assigned: empty unless a TSV gives them)."""
+    path = Path(cohort).expanduser()
+    if layout not in LAYOUTS:
+        raise ConfigError("cohort_layout", f"{layout!r} is not one of {', '.join(LAYOUTS)}")
+    layout = detect_layout(path) if layout == "auto" else layout
+    if not path.exists():
+        raise InputError(path, "cohort does not exist")
+    excluded = [Path(p).resolve() for p in exclude]
+    if layout == "challenge":
+        rows = _challenge(path, images, excluded)
+    elif layout == "bids":
+        rows = _bids(path, bids_reference)
+    else:
+        rows = _tsv(path)
+    log.info("cohort %s (%s layout): %d subjects", path, layout, len(rows))
+    return _finish(rows, path)
+
+
+def subjects_for_workflow(config: dict, workdir=".") -> pd.DataFrame:
+    """The subjects table the Snakefile uses: demo cohort generated if needed, splits assigned."""
+    workdir = Path(workdir)
+    results = (workdir / config.get("results", "results")).resolve()
+    cohort = config["cohort"]
+    layout = config.get("cohort_layout", "auto")
+    if cohort == "demo":
+        from .synth import ensure_demo_cohort
+
+        demo = config.get("demo", {})
+        cohort = ensure_demo_cohort(workdir / demo.get("path", "demo_cohort"), demo.get("subjects", 18),
+                                    demo.get("seed", 0))
+        layout = "challenge"
+    cohort = workdir / cohort
+    if cohort.resolve() == results:
+        # results/sub-*/ would then be read back as BIDS subjects on the next run.
+        raise ConfigError("results", f"{results} is the input cohort's own folder; choose another output folder")
+    table = discover(cohort, layout, config.get("challenge_images", "pre"), config.get("bids_reference", ""),
+                     exclude=[results])
+    splits = config.get("splits", {})
+    return assign_splits(table, splits.get("train_per_site", 10), splits.get("seed", 0))
+
+
+# ---------------------------------------------------------------------------------- deep checks
+def check_subject(subject: str, row) -> list[str]:
+    """Read every image of a subject and return its problems (one line each, naming the file)."""
+    from .errors import InputError as _Input
+    from .io import load_nifti, require_same_grid
+
+    problems = []
+    try:
+        flair = load_nifti(row["flair"], "FLAIR")
+    except _Input as exc:
+        return [str(exc)]
+    try:
+        load_nifti(row["t1"], "T1")
+    except _Input as exc:
+        problems.append(str(exc))
+    if row["reference"]:
+        try:
+            reference = load_nifti(row["reference"], "reference")
+            require_same_grid(reference, row["reference"], flair, row["flair"], "reference")
+            labels = set(np.unique(np.asarray(reference.dataobj)).tolist()) - {0, 1, 2}
+            if labels:
+                problems.append(str(_Input(row["reference"], f"unknown label value(s) {sorted(labels)[:5]} "
+                                                             f"(expected 0 background, 1 WMH, 2 other pathology)")))
+        except _Input as exc:
+            problems.append(str(exc))
+    return problems
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser) -> None:
+    parser.add_argument("--cohort", required=True, help="WMH-challenge tree, BIDS dataset or subjects TSV")
+    parser.add_argument("--layout", default="auto", choices=LAYOUTS)
+    parser.add_argument("--images", default="pre", choices=("pre", "orig"), help="challenge layout: image folder")
+    parser.add_argument("--bids-reference", default="", help="BIDS: reference pattern under the dataset root")
+    parser.add_argument("--train-per-site", type=float, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check", action="store_true", help="also read every image and check it")
+    parser.add_argument("-o", "--output", help="write the table here (default: standard output)")
+
+
+def main(args) -> int:
+    table = assign_splits(discover(args.cohort, args.layout, args.images, args.bids_reference),
+                          args.train_per_site, args.seed)
+    if args.check:
+        problems = [p for s, row in table.iterrows() for p in check_subject(s, row)]
+        for p in problems:
+            print(p, file=sys.stderr)
+        if problems:
+            log.error("%d problem(s) in %d subjects", len(problems), len(table))
+            return 2
+        log.info("all %d subjects' images read and checked", len(table))
+    if args.output:
+        from .io import atomic_output
+
+        with atomic_output(args.output) as tmp:
+            table.to_csv(tmp, sep="\t")
+    else:
+        table.to_csv(sys.stdout, sep="\t")
+    return 0
