@@ -26,3 +26,9 @@ rule all:
         evaluate_targets(),
         report_targets(),
     default_target: True
+
+
+rule preprocess:
+    """Only the per-subject preprocessing (aligned, N4, 8-bit, top-hat) of every subject."""
+    input:
+        preprocess_targets(),
