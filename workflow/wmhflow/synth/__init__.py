@@ -1,0 +1,319 @@
+"""Realistic synthetic cohorts in the WMH-challenge, BIDS or subjects-TSV layout (demo and tests).
+
+Anatomy comes from the MNI152 2009 template and its GM/WM maps that nilearn ships inside its wheel
+(nothing is downloaded). Per subject: a random rigid-plus-scaling pose; WMH as periventricular caps
+and bands plus deep punctate lesions, with a lesion load that varies from almost none to heavy;
+sometimes an "other pathology" region (label 2, a lacunar infarct). FLAIR and T1 intensities follow
+tissue signal levels (FLAIR: CSF dark, WM darker than GM, WMH bright; T1: WM bright, WMH hypointense),
+then each site applies its own contrast scale, smooth multiplicative bias field and Rician noise on
+its own grid, as the three challenge sites differ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str          # folder name in the challenge layout (may be nested)
+    first_id: int      # challenge-like numbering: ids unique across sites
+    shape: tuple       # FLAIR grid (the third axis is the slice axis)
+    spacing: tuple     # mm
+    scale: float       # scanner intensity scale
+    noise: float       # Rician noise sigma, relative to WM signal
+    bias: float        # bias field amplitude (log units)
+    lesion_contrast: float  # FLAIR WMH / WM signal ratio
+
+
+SITES = (
+    Site("Utrecht", 0, (240, 240, 48), (0.96, 0.96, 3.0), 900.0, 0.035, 0.25, 1.9),
+    Site("Singapore", 50, (256, 232, 48), (1.0, 1.0, 3.0), 1600.0, 0.03, 0.20, 2.0),
+    Site("Amsterdam/GE3T", 100, (132, 256, 83), (1.2, 0.98, 3.0), 350.0, 0.045, 0.30, 1.7),
+)
+
+# Relative signal per tissue: (FLAIR, T1). Levels follow typical 3T FLAIR / T1-weighted contrasts.
+SIGNAL = {
+    "wm": (0.55, 1.00),
+    "gm": (0.78, 0.62),
+    "csf": (0.08, 0.22),
+    "scalp": (0.60, 0.85),
+    "skull": (0.05, 0.08),
+}
+LESION_T1 = 0.62  # WMH are hypointense on T1: between GM and WM
+
+
+@lru_cache(maxsize=1)
+def _atlas():
+    """MNI152 2009 tissue maps at 1 mm (from nilearn's wheel) plus derived CSF, ventricles and head."""
+    from nilearn import datasets
+
+    t1 = datasets.load_mni152_template(resolution=1)
+    gm = datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32)
+    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
+    brain = datasets.load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32) > 0.5
+    total = gm + wm
+    csf = np.clip(brain.astype(np.float32) - total, 0, 1)
+    scale = np.maximum(total + csf, 1.0)
+    gm, wm, csf = gm / scale, wm / scale, csf / scale
+    # Lateral ventricles: the large CSF body near the centre of the brain.
+    centre = np.zeros(brain.shape, bool)
+    centre[70:130, 80:170, 75:125] = True
+    ventricles, _ = ndimage.label((csf > 0.6) & centre)
+    sizes = np.bincount(ventricles.ravel())
+    sizes[0] = 0
+    ventricles = np.isin(ventricles, np.argsort(sizes)[-2:])
+    dist_ventricle = ndimage.distance_transform_edt(~ventricles).astype(np.float32)
+    head_dist = ndimage.distance_transform_edt(~brain).astype(np.float32)
+    skull = ((head_dist > 0) & (head_dist <= 5)).astype(np.float32)
+    scalp = ((head_dist > 5) & (head_dist <= 10)).astype(np.float32)
+    return {"affine": t1.affine, "gm": gm, "wm": wm, "csf": csf, "skull": skull, "scalp": scalp,
+            "dist_ventricle": dist_ventricle}
+
+
+def _grid_affine(shape, spacing):
+    """A RAS grid centred on the MNI brain centre, with the given voxel spacing."""
+    affine = np.diag([*spacing, 1.0])
+    centre = np.array([0.0, -18.0, 18.0])  # roughly the centre of the MNI brain box (mm)
+    affine[:3, 3] = centre - (np.array(shape) - 1) / 2 * np.array(spacing)
+    return affine
+
+
+def _rotation(rng, degrees):
+    ax, ay, az = np.deg2rad(rng.uniform(-degrees, degrees, 3))
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _sample(volume, atlas_affine, world_to_atlas, grid_affine, shape, order=1):
+    """Sample an atlas-space volume on a target grid through a world-space transform."""
+    vox_to_atlas_vox = np.linalg.inv(atlas_affine) @ world_to_atlas @ grid_affine
+    return ndimage.affine_transform(volume, vox_to_atlas_vox[:3, :3], vox_to_atlas_vox[:3, 3],
+                                    output_shape=shape, order=order, mode="constant", cval=0.0)
+
+
+def _lesions(rng, atlas, load):
+    """WMH probability (0..1) and other-pathology mask in atlas space (1 mm)."""
+    wm, dist = atlas["wm"], atlas["dist_ventricle"]
+    shape = wm.shape
+    # Periventricular caps and bands: smooth noise thresholded, favoured close to the ventricles and
+    # at the frontal/occipital horns (the extremes along y).
+    noise = ndimage.gaussian_filter(rng.standard_normal(tuple(s // 2 for s in shape)).astype(np.float32), 2.5)
+    noise = ndimage.zoom(noise, 2, order=1)[: shape[0], : shape[1], : shape[2]]
+    noise = np.pad(noise, [(0, s - n) for s, n in zip(shape, noise.shape)])
+    noise /= noise.std() + 1e-6
+    band = 2.0 + 10.0 * load
+    horn = np.zeros(shape, np.float32)
+    y = np.arange(shape[1], dtype=np.float32)
+    horn += np.exp(-((y - 150) / 18) ** 2)[None, :, None] + np.exp(-((y - 85) / 18) ** 2)[None, :, None]
+    periventricular = np.exp(-dist / band) * (0.6 + 0.8 * horn)
+    field = periventricular * (1.2 + 0.6 * noise) * (wm > 0.4)
+    threshold = 0.9 - 0.35 * load
+    wmh = np.clip((field - threshold) * 6.0, 0, 1)
+    # Deep punctate lesions: small ellipsoids inside deep white matter.
+    deep_wm = np.argwhere((wm > 0.85) & (dist > 8))
+    for _ in range(rng.poisson(2 + 25 * load)):
+        c = deep_wm[rng.integers(len(deep_wm))]
+        r = rng.uniform(1.0, 2.5 + 3.0 * load, 3)
+        lo = np.maximum(c - np.ceil(r).astype(int) - 1, 0)
+        hi = np.minimum(c + np.ceil(r).astype(int) + 2, shape)
+        zz = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        inside = sum(((z - cc) / rr) ** 2 for z, cc, rr in zip(zz, c, r)) <= 1.0
+        region = wmh[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        np.maximum(region, inside.astype(np.float32), out=region)
+    other = np.zeros(shape, np.float32)
+    if rng.random() < 0.4:  # a lacunar infarct: label 2, dark core on FLAIR
+        candidates = np.argwhere((atlas["gm"] + wm > 0.9) & (dist > 12))
+        c = candidates[rng.integers(len(candidates))]
+        r = rng.uniform(3, 6)
+        zz = np.ogrid[: shape[0], : shape[1], : shape[2]]
+        other = (sum((z - cc) ** 2 for z, cc in zip(zz, c)) <= r * r).astype(np.float32)
+        wmh *= 1 - other
+    return wmh, other
+
+
+def _bias_field(rng, shape, amplitude):
+    """A smooth multiplicative field: exp of a few random low-frequency cosines."""
+    axes = [np.linspace(0, np.pi, n, dtype=np.float32) for n in shape]
+    log_field = np.zeros(shape, np.float32)
+    for _ in range(4):
+        f = rng.uniform(0.3, 1.2, 3)
+        p = rng.uniform(0, 2 * np.pi, 3)
+        term = 1.0
+        for ax, (fa, pa) in enumerate(zip(f, p)):
+            shape_ax = [1, 1, 1]
+            shape_ax[ax] = shape[ax]
+            term = term * np.cos(fa * axes[ax] + pa).reshape(shape_ax)
+        log_field += rng.uniform(-1, 1) * term
+    log_field *= amplitude / (np.abs(log_field).max() + 1e-6)
+    return np.exp(log_field)
+
+
+def _rician(rng, signal, sigma):
+    return np.sqrt((signal + rng.normal(0, sigma, signal.shape)) ** 2 + rng.normal(0, sigma, signal.shape) ** 2)
+
+
+def _small(site: Site) -> Site:
+    shape = (max(site.shape[0] // 4, 24), max(site.shape[1] // 4, 24), max(site.shape[2] // 4, 10))
+    spacing = tuple(s * o / n for s, o, n in zip(site.spacing, site.shape, shape))
+    return Site(site.name, site.first_id, shape, spacing, site.scale, site.noise, site.bias, site.lesion_contrast)
+
+
+def synthesize_subject(site: Site, seed: int, t1_misaligned=False, t1_own_grid=False):
+    """FLAIR, T1 and reference images (nibabel) of one subject."""
+    rng = np.random.default_rng(seed)
+    atlas = _atlas()
+    load = float(np.clip(rng.lognormal(-1.3, 0.8), 0.02, 1.0))  # 0 = nearly none, 1 = heavy
+    wmh, other = _lesions(rng, atlas, load)
+    pose = np.eye(4)
+    pose[:3, :3] = _rotation(rng, 4.0) * rng.uniform(0.94, 1.06)
+    pose[:3, 3] = rng.uniform(-4, 4, 3)
+    grid = _grid_affine(site.shape, site.spacing)
+    maps = {k: _sample(atlas[k], atlas["affine"], pose, grid, site.shape)
+            for k in ("gm", "wm", "csf", "skull", "scalp")}
+    lesion = _sample(wmh, atlas["affine"], pose, grid, site.shape)
+    infarct = _sample(other, atlas["affine"], pose, grid, site.shape)
+
+    def contrast(channel, lesion_level):
+        signal = sum(maps[k] * SIGNAL[k][channel] for k in SIGNAL)
+        signal = signal * (1 - lesion) + lesion * lesion_level
+        core = 0.1 if channel == 0 else 0.25  # infarct core is CSF-like on both
+        return signal * (1 - infarct) + infarct * core
+
+    flair = contrast(0, SIGNAL["wm"][0] * site.lesion_contrast)
+    bias = _bias_field(rng, site.shape, site.bias)
+    flair = _rician(rng, flair * bias, site.noise) * site.scale
+    labels = np.where(lesion >= 0.5, 1, 0).astype(np.uint8)
+    labels[infarct >= 0.5] = 2
+
+    t1_grid, t1_shape, t1_pose = grid, site.shape, pose
+    if t1_own_grid:  # a 1 mm isotropic T1 on its own grid, its header telling the truth
+        t1_shape = tuple(int(round(n * s)) for n, s in zip(site.shape, site.spacing))
+        t1_grid = _grid_affine(t1_shape, (1.0, 1.0, 1.0))
+    if t1_misaligned:  # same header as the FLAIR, but the head moved a little between acquisitions
+        move = np.eye(4)
+        move[:3, :3] = _rotation(rng, 3.0)
+        move[:3, 3] = rng.uniform(-3, 3, 3)
+        t1_pose = pose @ move
+    if t1_own_grid or t1_misaligned:
+        maps = {k: _sample(atlas[k], atlas["affine"], t1_pose, t1_grid, t1_shape)
+                for k in ("gm", "wm", "csf", "skull", "scalp")}
+        lesion = _sample(wmh, atlas["affine"], t1_pose, t1_grid, t1_shape)
+        infarct = _sample(other, atlas["affine"], t1_pose, t1_grid, t1_shape)
+        bias = _bias_field(rng, t1_shape, site.bias)
+    t1 = contrast(1, LESION_T1)
+    t1 = _rician(rng, t1 * bias, site.noise) * site.scale * 1.3
+
+    def image(data, affine, dtype):
+        img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        return img
+
+    return (image(np.clip(np.round(flair), 0, 32767), grid, np.int16),
+            image(np.clip(np.round(t1), 0, 32767), t1_grid, np.int16),
+            image(labels, grid, np.uint8))
+
+
+def _layout_paths(root: Path, layout: str, site: Site, subject_id: int):
+    if layout == "challenge":
+        base = root / site.name / str(subject_id)
+        return base / "pre/FLAIR.nii.gz", base / "pre/T1.nii.gz", base / "wmh.nii.gz"
+    if layout == "bids":
+        sub = f"sub-{subject_id}"
+        return (root / sub / "anat" / f"{sub}_FLAIR.nii.gz", root / sub / "anat" / f"{sub}_T1w.nii.gz",
+                root / "derivatives/wmh" / sub / "anat" / f"{sub}_label-WMH_mask.nii.gz")
+    if layout == "tsv":
+        base = root / "data" / site.name.replace("/", "_") / str(subject_id)
+        return base / "flair.nii.gz", base / "t1.nii.gz", base / "wmh.nii.gz"
+    raise ValueError(f"unknown layout {layout!r} (challenge, bids or tsv)")
+
+
+def write_cohort(out_dir, subjects: int, seed: int = 0, small: bool = False, layout: str = "challenge",
+                 t1_misaligned: bool = False, t1_own_grid: bool = False) -> pd.DataFrame:
+    """Write ``subjects`` synthetic subjects (round-robin over the three sites) and return their table."""
+    from ..io import save_like
+
+    root = Path(out_dir)
+    rows = []
+    counters = {s.name: 0 for s in SITES}
+    for i in range(subjects):
+        site = SITES[i % len(SITES)]
+        subject_id = site.first_id + counters[site.name]
+        counters[site.name] += 1
+        flair, t1, ref = synthesize_subject(_small(site) if small else site, seed * 100003 + i,
+                                            t1_misaligned, t1_own_grid)
+        paths = _layout_paths(root, layout, site, subject_id)
+        for img, path in zip((flair, t1, ref), paths):
+            save_like(np.asanyarray(img.dataobj), img, path)
+        rows.append({"subject": str(subject_id), "site": site.name, "flair": str(paths[0]),
+                     "t1": str(paths[1]), "reference": str(paths[2])})
+        log.info("synthetic subject %s (%s): %d WMH voxels", subject_id, site.name,
+                 int((np.asarray(ref.dataobj) == 1).sum()))
+    table = pd.DataFrame(rows)
+    if layout == "bids":
+        (root / "dataset_description.json").write_text(json.dumps(
+            {"Name": "wmhflow synthetic cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw"}, indent=2))
+        pd.DataFrame({"participant_id": "sub-" + table["subject"], "site": table["site"]}).to_csv(
+            root / "participants.tsv", sep="\t", index=False)
+    if layout == "tsv":
+        rel = table.copy()
+        for column in ("flair", "t1", "reference"):
+            rel[column] = [str(Path(p).relative_to(root)) for p in rel[column]]
+        rel["split"] = ""
+        rel.to_csv(root / "subjects.tsv", sep="\t", index=False)
+    return table
+
+
+def ensure_demo_cohort(path, subjects: int, seed: int) -> Path:
+    """The demo cohort at ``path``, generated once (atomically: built beside it, then renamed)."""
+    path = Path(path)
+    stamp = {"subjects": int(subjects), "seed": int(seed), "generator": 1}
+    stamp_file = path / ".wmhflow-demo.json"
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        return path
+    log.info("generating the demo cohort (%d subjects, seed %d) into %s", subjects, seed, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write_cohort(build, subjects, seed)
+        (build / ".wmhflow-demo.json").write_text(json.dumps(stamp))
+        if path.exists():
+            shutil.rmtree(path)
+        build.rename(path)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--subjects", type=int, default=6, help="number of subjects, spread over 3 sites")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--small", action="store_true", help="small grids, for fast tests")
+    parser.add_argument("--layout", default="challenge", choices=("challenge", "bids", "tsv"))
+    parser.add_argument("--t1-misaligned", action="store_true", help="T1 moved by a small rigid transform")
+    parser.add_argument("--t1-own-grid", action="store_true", help="T1 on its own 1 mm isotropic grid")
+
+
+def main(args) -> int:
+    table = write_cohort(args.out, args.subjects, args.seed, args.small, args.layout, args.t1_misaligned,
+                         args.t1_own_grid)
+    log.info("wrote %d subjects to %s", len(table), args.out)
+    return 0
