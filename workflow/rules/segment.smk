@@ -1,6 +1,39 @@
-# Rules of the segment stage.
+# FCN inference per subject (a GPU rule): probability map and mask on the FLAIR's grid.
 
 
 def segment_targets():
-    """Files of this stage that 'rule all' asks for."""
-    return []
+    return [
+        out(s, kind, desc=MODEL, label="WMH")
+        for s in subjects_in("test", "predict")
+        for kind in ("probseg", "mask")
+    ]
+
+
+rule segment:
+    input:
+        flair=out("{subject}", "FLAIR", desc="quant"),
+        t1=out("{subject}", "T1w", desc="quant"),
+        tophat=out("{subject}", "FLAIR", desc="tophat"),
+        model=model_file(),
+    output:
+        probseg=out("{subject}", "probseg", desc=MODEL, label="WMH"),
+        mask=out("{subject}", "mask", desc=MODEL, label="WMH"),
+    params:
+        device=config["segment"]["device"],
+        precision=config["segment"]["precision"],
+        batch_size=config["segment"]["batch_size"],
+        threshold=config["segment"]["threshold"],
+    threads: config["segment"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["segment"]["mem_mb"],
+        runtime=config["segment"]["runtime"],
+    log:
+        log(f"segment_{MODEL}"),
+    benchmark:
+        bench(f"segment_{MODEL}")
+    shell:
+        "wmhflow infer --flair {input.flair} --t1 {input.t1} --tophat {input.tophat} "
+        "--model {input.model} --probseg {output.probseg} --mask {output.mask} "
+        "--device {params.device} --precision {params.precision} --batch-size {params.batch_size} "
+        "--threshold {params.threshold} --threads {threads} > {log} 2>&1"

@@ -27,6 +27,9 @@ VERBS = {
     "segment": ("wmhflow.segment", "whole chain for one subject without Snakemake: FLAIR + T1 -> WMH mask"),
     "evaluate": ("wmhflow.evaluate", "score a segmentation against a reference, the WMH challenge's way"),
     "lesions": ("wmhflow.lesions", "one row per 26-connected lesion of a mask"),
+    "aggregate": ("wmhflow.report.aggregate", "cohort tables: metrics, per-site summary, lesion volumes"),
+    "plot": ("wmhflow.report.plots", "box plots of each metric per site"),
+    "qc": ("wmhflow.report.qc", "QC picture of a subject's segmentation over its FLAIR"),
 }
 
 

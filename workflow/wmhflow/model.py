@@ -1,0 +1,143 @@
+"""The paper's FCN (§2.3, Fig. 2): VGG16 stages 1-4, a 3x3 side layer of K maps after each stage,
+all upsampled to the input size, concatenated, and a 1x1 convolution to 2 classes.
+
+``features`` is laid out exactly as torchvision's ``vgg16().features[:23]`` (conv1_1 ... conv4_3 and
+their ReLUs, max-pools at 4, 9 and 16), so an ImageNet state dict (``features.N.weight/bias``) loads
+into it unchanged. Nothing here touches the network: ImageNet weights are read from a file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import __version__
+from .errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+# (in, out) channels of VGG16's convolutions in stages 1-4; "M" is a 2x2 max-pool.
+_VGG16_STAGES_1_TO_4 = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M",
+                        (128, 256), (256, 256), (256, 256), "M", (256, 512), (512, 512), (512, 512)]
+#: indices in ``features`` after which a stage ends (the ReLU of conv1_2, conv2_2, conv3_3, conv4_3)
+STAGE_ENDS = (3, 8, 15, 22)
+STAGE_CHANNELS = (64, 128, 256, 512)
+TORCHVISION_VGG16_FILE = "vgg16-397923af.pth"
+TORCHVISION_VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+
+
+class VGGFCN(nn.Module):
+    def __init__(self, side_maps: int = 16, n_classes: int = 2):
+        super().__init__()
+        layers = []
+        for item in _VGG16_STAGES_1_TO_4:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(item[0], item[1], 3, padding=1), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.side = nn.ModuleList(nn.Conv2d(c, side_maps, 3, padding=1) for c in STAGE_CHANNELS)
+        self.fuse = nn.Conv2d(4 * side_maps, n_classes, 1)
+        self.side_maps = side_maps
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 2, H, W) of a centred colour batch (N, 3, H, W) of any H, W."""
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % 8, (-width) % 8  # three 2x poolings need sizes divisible by 8
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        sides = []
+        side_index = 0
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i == STAGE_ENDS[side_index]:
+                side = self.side[side_index](x)
+                if side.shape[-2:] != (height + pad_h, width + pad_w):
+                    side = F.interpolate(side, size=(height + pad_h, width + pad_w), mode="bilinear",
+                                         align_corners=False)
+                sides.append(side)
+                side_index += 1
+        logits = self.fuse(torch.cat(sides, 1))
+        return logits[..., :height, :width]
+
+
+def load_vgg16_features(model: VGGFCN, state_dict: dict) -> int:
+    """Copy the ImageNet VGG16 convolutions (torchvision names) into ``model``; returns tensors loaded."""
+    own = model.state_dict()
+    wanted = {k: v for k, v in state_dict.items() if k.startswith("features.") and k in own}
+    if len(wanted) != 20:  # 10 convolutions x (weight, bias)
+        raise ConfigError("model.pretrained", f"not a torchvision VGG16 state dict: found {len(wanted)} of the "
+                                              f"20 tensors of conv1_1..conv4_3")
+    for key, value in wanted.items():
+        if own[key].shape != value.shape:
+            raise ConfigError("model.pretrained", f"{key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+    model.load_state_dict(wanted, strict=False)
+    return len(wanted)
+
+
+def torchvision_weights_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_VGG16_FILE
+
+
+def build_model(side_maps: int = 16, pretrained: str = "none", allow_download: bool = False) -> VGGFCN:
+    """A new FCN: He-initialised, or with ImageNet VGG16 convolutions from a torchvision state dict.
+
+    ``pretrained``: "none"; "torchvision" (the file torchvision itself would use, in the torch hub
+    cache; downloaded only with ``allow_download``); or the path of such a state dict.
+    """
+    model = VGGFCN(side_maps)
+    if pretrained in (None, "", "none"):
+        return model
+    if pretrained == "torchvision":
+        path = torchvision_weights_path()
+        if not path.is_file():
+            if not allow_download:
+                raise ConfigError("model.pretrained", f"ImageNet VGG16 weights not found at {path}: download "
+                                  f"{TORCHVISION_VGG16_URL} there (or set TORCH_HOME), or set "
+                                  f"model.pretrained to the file's path, or to 'none'")
+            torch.hub.load_state_dict_from_url(TORCHVISION_VGG16_URL, progress=False)
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise ConfigError("model.pretrained", f"{path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad file
+        raise InputError(path, f"not a readable torch state dict ({exc})") from None
+    count = load_vgg16_features(model, state)
+    log.info("loaded %d ImageNet VGG16 tensors from %s", count, path)
+    return model
+
+
+def save_model(path, model: VGGFCN, meta: dict) -> Path:
+    """Write the weights and what is needed to use them (channels, side maps, config) atomically."""
+    from .io import atomic_output
+
+    meta = dict(meta, side_maps=model.side_maps, wmhflow_version=__version__)
+    with atomic_output(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    return Path(path)
+
+
+def load_model(path, map_location="cpu"):
+    """(model in eval mode, meta) from a file written by :func:`save_model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "model file does not exist")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+        meta = blob["meta"]
+        model = VGGFCN(int(meta.get("side_maps", 16)))
+        model.load_state_dict(blob["state_dict"])
+    except Exception as exc:  # a truncated or foreign file can fail in many ways
+        raise InputError(path, f"not a wmhflow model file ({type(exc).__name__}: {exc})") from None
+    model.eval()
+    return model, meta

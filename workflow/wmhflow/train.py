@@ -1,0 +1,338 @@
+"""Training the FCN on the slices of the training subjects (paper §2.3), resumable and seeded.
+
+Loss: softmax cross-entropy over pixels (the paper's multinomial logistic loss), averaged over the
+pixels of a batch; label 2 ("other pathology") is ignored, as the challenge ignores it in scoring.
+Augmentation: random scaling and rotation of each slice (labels nearest-neighbour).
+
+The paper's Caffe schedule (lr 1e-8 then 1e-9, momentum 0.99 then 0.999) applies to a loss SUMMED
+over the pixels of 20 slices; with the averaged loss used here the same steps need the learning rate
+multiplied by the number of pixels per batch (20 x 256 x 256 = 1.3e6 gives 1.3e-2 and 1.3e-3): the
+'paper' preset below does that.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.nn import functional as F
+
+from .device import autocast_dtype, pick_device, set_threads
+from .errors import ConfigError, InputError
+from .io import atomic_output, load_nifti, require_same_grid
+from .model import build_model, save_model
+from .slices import colour_slices, to_input
+
+log = logging.getLogger(__name__)
+IGNORE = 255
+
+PRESETS = {
+    "paper": {
+        "iterations": 150000, "batch_size": 20, "crop": 0, "lesion_crop_fraction": 0.0, "optimizer": "sgd",
+        "phases": [{"iterations": 50000, "lr": 1.3e-2, "momentum": 0.99},
+                   {"iterations": 100000, "lr": 1.3e-3, "momentum": 0.999}],
+        "weight_decay": 5e-4, "class_weight": 1.0, "scale_range": [0.9, 1.1], "rotation_degrees": 10.0,
+        "validation_subjects": 1, "validate_every": 5000, "checkpoint_every": 2000, "log_every": 100, "seed": 0,
+    },
+    # Minutes on 2 CPU cores without ImageNet weights: crops centred on lesions half of the time,
+    # Adam, and a heavier WMH class, so that the network learns the bright lesions quickly.
+    "demo": {
+        "iterations": 600, "batch_size": 8, "crop": 96, "lesion_crop_fraction": 0.6, "optimizer": "adam",
+        "phases": [{"iterations": 450, "lr": 3e-4, "momentum": 0.9}, {"iterations": 150, "lr": 1e-4, "momentum": 0.9}],
+        "weight_decay": 5e-4, "class_weight": 3.0, "scale_range": [0.9, 1.1], "rotation_degrees": 10.0,
+        "validation_subjects": 1, "validate_every": 200, "checkpoint_every": 100, "log_every": 25, "seed": 0,
+    },
+}
+
+
+def resolve_config(train_config: dict) -> dict:
+    """The training settings: the preset, overridden by the config's ``overrides``."""
+    preset = train_config.get("preset", "demo")
+    if preset not in PRESETS and preset != "custom":
+        raise ConfigError("train.preset", f"{preset!r} is not one of demo, paper, custom")
+    settings = copy.deepcopy(PRESETS.get(preset, PRESETS["demo"]))
+    settings.update(train_config.get("overrides") or {})
+    total = sum(int(p["iterations"]) for p in settings["phases"])
+    if total != int(settings["iterations"]):
+        # the phases define the schedule; a changed 'iterations' stretches it proportionally
+        factor = int(settings["iterations"]) / total
+        settings["phases"] = [dict(p, iterations=max(1, int(round(p["iterations"] * factor)))) for p in settings["phases"]]
+        settings["phases"][-1]["iterations"] += int(settings["iterations"]) - sum(p["iterations"] for p in settings["phases"])
+    return settings
+
+
+# ----------------------------------------------------------------------------------------- data
+def load_training_subject(flair, t1, tophat, reference, channels):
+    """Colour slices (Z, 3, X, Y) uint8 and labels (Z, X, Y) uint8 (255 = ignored) of one subject."""
+    flair_img = load_nifti(flair, "8-bit FLAIR")
+    volumes = {"flair": np.asarray(flair_img.dataobj, np.uint8)}
+    for key, path in (("t1", t1), ("tophat", tophat)):
+        img = load_nifti(path, key)
+        require_same_grid(img, path, flair_img, flair, key)
+        volumes[key] = np.asarray(img.dataobj, np.uint8)
+    ref_img = load_nifti(reference, "reference")
+    require_same_grid(ref_img, reference, flair_img, flair, "reference")
+    labels = np.rint(np.asarray(ref_img.dataobj, np.float32)).astype(np.int64)
+    unknown = set(np.unique(labels).tolist()) - {0, 1, 2}
+    if unknown:
+        raise InputError(reference, f"unknown label value(s) {sorted(unknown)[:5]} (expected 0, 1, 2)")
+    labels = np.where(labels == 2, IGNORE, labels).astype(np.uint8)
+    images = colour_slices(volumes, channels)
+    labels = np.ascontiguousarray(labels.transpose(2, 0, 1))
+    has_head = volumes["flair"].reshape(-1, volumes["flair"].shape[2]).max(0) > 0
+    return images[has_head], labels[has_head]
+
+
+class SliceSampler:
+    """Random training crops, centred on a lesion pixel for a fraction of them."""
+
+    def __init__(self, images, labels, crop, lesion_fraction, rng):
+        self.images, self.labels = images, labels
+        self.crop, self.lesion_fraction, self.rng = crop, lesion_fraction, rng
+        self.lesion_pixels = np.argwhere(labels == 1)  # (slice, x, y)
+
+    def batch(self, size):
+        n, _, height, width = self.images.shape
+        crop_h = min(self.crop or height, height)
+        crop_w = min(self.crop or width, width)
+        xs, ys = [], []
+        for _ in range(size):
+            if len(self.lesion_pixels) and self.rng.random() < self.lesion_fraction:
+                k, cx, cy = self.lesion_pixels[self.rng.integers(len(self.lesion_pixels))]
+                x0 = int(np.clip(cx - crop_h // 2 + self.rng.integers(-crop_h // 4, crop_h // 4 + 1), 0, height - crop_h))
+                y0 = int(np.clip(cy - crop_w // 2 + self.rng.integers(-crop_w // 4, crop_w // 4 + 1), 0, width - crop_w))
+            else:
+                k = self.rng.integers(n)
+                x0 = int(self.rng.integers(0, height - crop_h + 1))
+                y0 = int(self.rng.integers(0, width - crop_w + 1))
+            xs.append(self.images[k, :, x0:x0 + crop_h, y0:y0 + crop_w])
+            ys.append(self.labels[k, x0:x0 + crop_h, y0:y0 + crop_w])
+        return np.stack(xs), np.stack(ys)
+
+
+def stack_subjects(subjects):
+    """One array of slices for subjects of different grids: pad every slice to the largest size."""
+    height = max(s[0].shape[2] for s in subjects)
+    width = max(s[0].shape[3] for s in subjects)
+    images, labels = [], []
+    for img, lab in subjects:
+        ph, pw = height - img.shape[2], width - img.shape[3]
+        images.append(np.pad(img, ((0, 0), (0, 0), (0, ph), (0, pw))))
+        labels.append(np.pad(lab, ((0, 0), (0, ph), (0, pw))))  # padding is background, like air
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, rng, scale_range, rotation_degrees):
+    """Random scaling and rotation per sample: bilinear for images, nearest for labels."""
+    n = x.shape[0]
+    angles = np.deg2rad(rng.uniform(-rotation_degrees, rotation_degrees, n))
+    scales = rng.uniform(scale_range[0], scale_range[1], n)
+    theta = np.zeros((n, 2, 3), np.float32)
+    theta[:, 0, 0] = np.cos(angles) / scales
+    theta[:, 0, 1] = -np.sin(angles) / scales
+    theta[:, 1, 0] = np.sin(angles) / scales
+    theta[:, 1, 1] = np.cos(angles) / scales
+    grid = F.affine_grid(torch.from_numpy(theta), list(x.shape), align_corners=False)
+    # Outside the slice is air, 0 in 8-bit units: shift so that air is 0 while resampling.
+    air = float(to_input(np.zeros(1, np.uint8))[0])
+    x = F.grid_sample(x - air, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + air
+    y = F.grid_sample(y[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return x, y[:, 0].long()
+
+
+# ------------------------------------------------------------------------------------ evaluation
+@torch.inference_mode()
+def slice_dice(model, images, labels, device, batch=8) -> float:
+    """Dice of the WMH class over a set of whole slices (label 2 ignored)."""
+    model.eval()
+    inter = total = 0
+    for i in range(0, len(images), batch):
+        x = to_input(images[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
+        pred = model(x).argmax(1).cpu().numpy()
+        ref = labels[i:i + batch]
+        keep = ref != IGNORE
+        inter += int(((pred == 1) & (ref == 1) & keep).sum())
+        total += int(((pred == 1) & keep).sum() + (ref == 1).sum())
+    model.train()
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+# ------------------------------------------------------------------------------------- training
+def _phase_at(phases, iteration):
+    done = 0
+    for phase in phases:
+        done += int(phase["iterations"])
+        if iteration < done:
+            return phase
+    return phases[-1]
+
+
+def _make_optimizer(model, settings):
+    first = settings["phases"][0]
+    if settings["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=first["lr"], momentum=first["momentum"],
+                               weight_decay=settings["weight_decay"])
+    if settings["optimizer"] == "adam":
+        return torch.optim.AdamW(model.parameters(), lr=first["lr"], weight_decay=settings["weight_decay"])
+    raise ConfigError("train.optimizer", f"{settings['optimizer']!r} is not sgd or adam")
+
+
+def _save_checkpoint(path, model, optimizer, iteration, rng, rows, signature):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "rows": rows,
+                    "signature": signature}, tmp)
+
+
+def _write_log(out_dir: Path, rows):
+    import pandas as pd
+
+    with atomic_output(out_dir / "training_log.tsv") as tmp:
+        pd.DataFrame(rows, columns=["iteration", "loss", "lr", "slices_per_s", "val_dice"]).to_csv(tmp, sep="\t", index=False)
+
+
+def _plot_curve(out_dir: Path, rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(its, [r[1] for r in rows], label="training loss")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cross-entropy")
+    val = [(r[0], r[4]) for r in rows if r[4] == r[4] and r[4] is not None]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val), "o-", color="tab:orange", label="validation Dice")
+        ax2.set_ylabel("validation Dice")
+        ax2.set_ylim(0, 1)
+    ax.set_title("FCN training")
+    fig.tight_layout()
+    with atomic_output(out_dir / "loss_curve.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_config: dict,
+          device="auto", threads=None, stop_after=None):
+    """Train, checkpointing under ``out_dir/checkpoints`` and resuming from there; returns the log rows.
+
+    ``stop_after`` ends the run early after that many iterations (as an interruption would), leaving
+    a checkpoint: used to test that resuming gives the same model as an uninterrupted run.
+    """
+    set_threads(threads)
+    settings = resolve_config(train_config)
+    out_dir = Path(out_dir)
+    channels = model_config.get("channels", "flair,t1,tophat")
+    if not (len(flairs) == len(t1s) == len(tophats) == len(references)) or not flairs:
+        raise ConfigError("train", "training needs the same number (>= 1) of FLAIR, T1, top-hat and reference files")
+    seed = int(settings["seed"])
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    subjects = [load_training_subject(*files, channels) for files in zip(flairs, t1s, tophats, references)]
+    n_val = min(int(settings["validation_subjects"]), len(subjects) - 1)
+    val_subjects, fit_subjects = subjects[:n_val], subjects[n_val:]
+    images, labels = stack_subjects(fit_subjects)
+    val_images, val_labels = stack_subjects(val_subjects) if val_subjects else (None, None)
+    log.info("training on %d slices of %d subjects (%d lesion pixels), validating on %d subjects",
+             len(images), len(fit_subjects), int((labels == 1).sum()), len(val_subjects))
+    sampler = SliceSampler(images, labels, int(settings["crop"]), float(settings["lesion_crop_fraction"]), rng)
+
+    dev = pick_device(device)
+    model = build_model(int(model_config.get("side_maps", 16)), model_config.get("pretrained", "none"))
+    model = model.to(dev).to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(model, settings)
+    weight = torch.tensor([1.0, float(settings["class_weight"])], device=dev)
+    amp = autocast_dtype(dev, "auto")
+
+    checkpoint = out_dir / "checkpoints" / "last.pt"
+    signature = json.dumps({"settings": settings, "model": model_config, "inputs": list(map(str, flairs))}, sort_keys=True)
+    iteration, rows = 0, []
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=dev, weights_only=False)
+        if state.get("signature") != signature:
+            log.warning("ignoring %s: it was made with other settings or inputs", checkpoint)
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            iteration, rows = state["iteration"], state["rows"]
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            log.info("resuming from %s at iteration %d", checkpoint, iteration)
+    total = int(settings["iterations"])
+    model.train()
+    running, seen, tic = 0.0, 0, time.perf_counter()
+    while iteration < total:
+        phase = _phase_at(settings["phases"], iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = phase["lr"]
+            if "momentum" in group:
+                group["momentum"] = phase["momentum"]
+        x_np, y_np = sampler.batch(int(settings["batch_size"]))
+        x, y = augment(to_input(x_np), torch.from_numpy(y_np.astype(np.int64)), rng,
+                       settings["scale_range"], settings["rotation_degrees"])
+        x = x.to(dev).contiguous(memory_format=torch.channels_last)
+        y = y.to(dev)
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        iteration += 1
+        running += loss.item()
+        seen += 1
+        last = iteration == total
+        if iteration % int(settings["log_every"]) == 0 or last:
+            elapsed = time.perf_counter() - tic
+            speed = seen * int(settings["batch_size"]) / max(elapsed, 1e-9)
+            val = float("nan")
+            if val_images is not None and (iteration % int(settings["validate_every"]) == 0 or last):
+                val = slice_dice(model, val_images, val_labels, dev)
+            rows.append([iteration, running / seen, phase["lr"], speed, val])
+            eta = (total - iteration) * int(settings["batch_size"]) / max(speed, 1e-9)
+            log.info("iteration %d/%d  loss %.4f  %.1f slices/s  ETA %.0f s%s", iteration, total, running / seen,
+                     speed, eta, "" if math.isnan(val) else f"  validation Dice {val:.3f}")
+            running, seen, tic = 0.0, 0, time.perf_counter()
+        if iteration % int(settings["checkpoint_every"]) == 0 or last:
+            _save_checkpoint(checkpoint, model, optimizer, iteration, rng, rows, signature)
+        if stop_after is not None and iteration >= stop_after and not last:
+            log.info("stopping early at iteration %d (checkpoint kept)", iteration)
+            return rows
+    meta = {"name": model_config.get("name", "fcn2d"), "channels": channels, "train": settings,
+            "model": model_config, "iterations": iteration}
+    model = model.to("cpu").to(memory_format=torch.contiguous_format)
+    save_model(out_dir / "model.pt", model, meta)
+    with atomic_output(out_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump({"model": model_config, "train": dict(train_config, resolved=settings)}, sort_keys=False))
+    _write_log(out_dir, rows)
+    _plot_curve(out_dir, rows)
+    return rows
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--flair", nargs="+", required=True, help="8-bit FLAIRs of the training subjects")
+    parser.add_argument("--t1", nargs="+", required=True, help="8-bit T1s, same order")
+    parser.add_argument("--tophat", nargs="+", required=True, help="top-hats, same order")
+    parser.add_argument("--reference", nargs="+", required=True, help="reference labels, same order")
+    parser.add_argument("--config-json", required=True, help='JSON {"model": {...}, "train": {...}}')
+    parser.add_argument("--out-dir", required=True, help="models/<name>/")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def main(args) -> int:
+    config = json.loads(args.config_json)
+    train(args.flair, args.t1, args.tophat, args.reference, args.out_dir, config.get("model", {}),
+          config.get("train", {}), args.device, args.threads)
+    return 0
