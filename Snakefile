@@ -20,15 +20,11 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        preprocess_targets(),
-        model_targets(),
-        segment_targets(),
-        evaluate_targets(),
-        report_targets(),
+        PLAN.all_targets(),
     default_target: True
 
 
 rule preprocess:
     """Only the per-subject preprocessing (aligned, N4, 8-bit, top-hat) of every subject."""
     input:
-        preprocess_targets(),
+        PLAN.preprocess_targets(),

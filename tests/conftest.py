@@ -12,6 +12,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Workflow rules call the `wmhflow` command: the one installed beside the Python running the tests,
+# even when its environment is not activated.
+_BIN = os.path.dirname(sys.executable)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+
 
 def write_nifti(path, data, affine=None, dtype=None):
     """Write a small real NIfTI (qform = sform) and return its path."""

@@ -20,7 +20,9 @@ PREPROCESSED = [("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "q
 
 def snakemake(workdir, *args, config=()):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--config", *config, *args]
+           "--cores", "2", *args]
+    if config:
+        cmd += ["--config", *config]  # last: --config takes every following word
     return subprocess.run(cmd, capture_output=True, text=True)
 
 

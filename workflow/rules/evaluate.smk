@@ -1,24 +1,20 @@
 # Challenge metrics against the reference, and lesion tables, per segmented subject.
 
 
-def evaluate_targets():
-    return [out(s, "metrics", ".tsv", desc=MODEL) for s in subjects_in("test")] + [
-        out(s, "lesions", ".tsv", desc=MODEL) for s in subjects_in("test", "predict")
-    ]
-
-
 rule evaluate:
     input:
         reference=subject_file("reference"),
-        mask=out("{subject}", "mask", desc=MODEL, label="WMH"),
+        mask=PLAN.mask(),
     output:
         out("{subject}", "metrics", ".tsv", desc=MODEL),
     params:
-        site=lambda wildcards: SUBJECTS.loc[wildcards.subject, "site"],
-        split=lambda wildcards: SUBJECTS.loc[wildcards.subject, "split"],
+        site=subject_value("site"),
+        split=subject_value("split"),
     resources:
         mem_mb=2000,
         runtime=5,
+    conda:
+        "../../envs/report.yaml"
     log:
         log(f"evaluate_{MODEL}"),
     benchmark:
@@ -31,13 +27,15 @@ rule evaluate:
 
 rule lesions:
     input:
-        mask=out("{subject}", "mask", desc=MODEL, label="WMH"),
-        probseg=out("{subject}", "probseg", desc=MODEL, label="WMH"),
+        mask=PLAN.mask(),
+        probseg=PLAN.probseg(),
     output:
         out("{subject}", "lesions", ".tsv", desc=MODEL),
     resources:
         mem_mb=2000,
         runtime=5,
+    conda:
+        "../../envs/report.yaml"
     log:
         log(f"lesions_{MODEL}"),
     benchmark:

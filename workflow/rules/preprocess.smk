@@ -1,14 +1,6 @@
 # Per-subject preprocessing (paper §2.2): T1 onto the FLAIR grid, N4, 8 bits, area-opening top-hat.
 
 
-def preprocess_targets():
-    return [
-        out(s, suffix, desc=desc)
-        for s in SUBJECTS.index
-        for suffix, desc in (("FLAIR", "quant"), ("T1w", "quant"), ("FLAIR", "tophat"))
-    ]
-
-
 rule align_t1:
     input:
         flair=subject_file("flair"),
@@ -21,6 +13,8 @@ rule align_t1:
     resources:
         mem_mb=2000,
         runtime=15,
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         log("align_t1"),
     benchmark:
@@ -30,15 +24,10 @@ rule align_t1:
         "--mode {params.mode} --threads {threads} > {log} 2>&1"
 
 
-def _n4_input(wildcards):
-    if wildcards.modality == "FLAIR":
-        return SUBJECTS.loc[wildcards.subject, "flair"]
-    return out(wildcards.subject, "T1w", desc="aligned")
-
 
 rule bias_correct:
     input:
-        _n4_input,
+        PLAN.n4_input,
     output:
         out("{subject}", "{modality}", desc="n4"),
     params:
@@ -51,6 +40,8 @@ rule bias_correct:
     resources:
         mem_mb=2000,
         runtime=15,
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         log("bias_correct_{modality}"),
     benchmark:
@@ -74,6 +65,8 @@ rule requantize:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         log("requantize_{modality}"),
     benchmark:
@@ -94,6 +87,8 @@ rule tophat:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         log("tophat"),
     benchmark:

@@ -4,18 +4,12 @@
 report: "../report/workflow.rst"
 
 
-GROUP = f"{RESULTS}/group"
-
-
-def report_targets():
-    targets = [f"{GROUP}/metrics.tsv", f"{GROUP}/summary.tsv", f"{GROUP}/lesion_volumes.tsv",
-               f"{GROUP}/model_comparison.tsv", f"{GROUP}/metrics_boxplots.png"]
-    return targets + [out(s, "qc", ".png", desc=MODEL) for s in subjects_in("test", "predict")]
+GROUP = PLAN.group
 
 
 rule subjects_table:
     output:
-        report(f"{GROUP}/subjects.tsv", caption="../report/subjects.rst", category="Cohort"),
+        table=report(f"{GROUP}/subjects.tsv", caption="../report/subjects.rst", category="Cohort"),
     params:
         table=lambda wildcards: SUBJECTS.to_csv(sep="\t"),
     log:
@@ -23,14 +17,14 @@ rule subjects_table:
     run:
         from wmhflow.io import atomic_output
 
-        with atomic_output(output[0]) as tmp:
+        with atomic_output(output.table) as tmp:
             tmp.write_text(params.table)
 
 
 rule aggregate:
     input:
-        metrics=[out(s, "metrics", ".tsv", desc=MODEL) for s in subjects_in("test")],
-        lesions=[out(s, "lesions", ".tsv", desc=MODEL) for s in subjects_in("test", "predict")],
+        metrics=PLAN.metrics_files(),
+        lesions=PLAN.lesion_files(),
         subjects=f"{GROUP}/subjects.tsv",
     output:
         metrics=report(f"{GROUP}/metrics.tsv", caption="../report/metrics.rst", category="Metrics"),
@@ -39,13 +33,16 @@ rule aggregate:
         volumes=report(f"{GROUP}/lesion_volumes.tsv", caption="../report/lesion_volumes.rst", category="Lesions"),
     params:
         split=config["report"]["summary_split"],
+        out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+    conda:
+        "../../envs/report.yaml"
     log:
         f"{RESULTS}/logs/aggregate/{MODEL}.log",
     benchmark:
         f"{RESULTS}/benchmarks/aggregate/{MODEL}.tsv"
     shell:
         "wmhflow aggregate --metrics {input.metrics} --lesions {input.lesions} --subjects {input.subjects} "
-        f"--model {MODEL} --split {{params.split}} --out-dir {GROUP} > {{log}} 2>&1"
+        f"--model {MODEL} --split {{params.split}} --out-dir {{params.out_dir}} > {{log}} 2>&1"
 
 
 rule plot_metrics:
@@ -55,6 +52,8 @@ rule plot_metrics:
         report(f"{GROUP}/metrics_boxplots.png", caption="../report/boxplots.rst", category="Metrics"),
     params:
         split=config["report"]["summary_split"],
+    conda:
+        "../../envs/report.yaml"
     log:
         f"{RESULTS}/logs/plot_metrics/{MODEL}.log",
     benchmark:
@@ -66,7 +65,7 @@ rule plot_metrics:
 rule qc:
     input:
         flair=subject_file("flair"),
-        mask=out("{subject}", "mask", desc=MODEL, label="WMH"),
+        mask=PLAN.mask(),
     output:
         report(
             out("{subject}", "qc", ".png", desc=MODEL),
@@ -76,12 +75,14 @@ rule qc:
             labels={"subject": "{subject}"},
         ),
     params:
-        reference=lambda wildcards: SUBJECTS.loc[wildcards.subject, "reference"],
+        reference=subject_value("reference"),
         title=lambda wildcards: f"sub-{wildcards.subject} ({SUBJECTS.loc[wildcards.subject, 'site']}), model {MODEL}",
         slices=config["report"]["qc_slices"],
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        "../../envs/report.yaml"
     log:
         log(f"qc_{MODEL}"),
     benchmark:

@@ -1,23 +1,15 @@
 # FCN inference per subject (a GPU rule): probability map and mask on the FLAIR's grid.
 
 
-def segment_targets():
-    return [
-        out(s, kind, desc=MODEL, label="WMH")
-        for s in subjects_in("test", "predict")
-        for kind in ("probseg", "mask")
-    ]
-
-
 rule segment:
     input:
         flair=out("{subject}", "FLAIR", desc="quant"),
         t1=out("{subject}", "T1w", desc="quant"),
         tophat=out("{subject}", "FLAIR", desc="tophat"),
-        model=model_file(),
+        model=PLAN.model_file(),
     output:
-        probseg=out("{subject}", "probseg", desc=MODEL, label="WMH"),
-        mask=out("{subject}", "mask", desc=MODEL, label="WMH"),
+        probseg=PLAN.probseg(),
+        mask=PLAN.mask(),
     params:
         device=config["segment"]["device"],
         precision=config["segment"]["precision"],
@@ -28,6 +20,8 @@ rule segment:
         gpu=1,
         mem_mb=config["segment"]["mem_mb"],
         runtime=config["segment"]["runtime"],
+    conda:
+        "../../envs/torch.yaml"
     log:
         log(f"segment_{MODEL}"),
     benchmark:

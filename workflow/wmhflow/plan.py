@@ -1,0 +1,108 @@
+"""Every path and target list the Snakefile needs, computed from the config and the subjects table.
+
+The rule files only call these (Snakemake's linter wants no functions beside rules), and this module
+never imports snakemake, so the plan of a cohort can be tested, and inspected, without running it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .paths import bids_path
+
+#: (suffix, desc) of the preprocessing artifacts each subject gets.
+PREPROCESSED = (("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "quant"), ("T1w", "quant"),
+                ("FLAIR", "tophat"))
+#: the 8-bit inputs of the FCN, by the name train/infer give them.
+FCN_INPUTS = {"flair": ("FLAIR", "quant"), "t1": ("T1w", "quant"), "tophat": ("FLAIR", "tophat")}
+
+
+class Plan:
+    """Output names and targets of one workflow run (one model variant over one cohort)."""
+
+    def __init__(self, config: dict, subjects: pd.DataFrame):
+        self.config = config
+        self.subjects = subjects
+        self.results = str(config["results"])
+        self.model = config["model"]["name"]
+        self.model_dir = f"{self.results}/models/{self.model}"
+        self.group = f"{self.results}/group"
+
+    # ------------------------------------------------------------------------------ names
+    def out(self, subject, suffix, ext=".nii.gz", **entities) -> str:
+        return str(bids_path(self.results, subject, suffix, ext, **entities))
+
+    def log(self, rule_name, subject="{subject}") -> str:
+        return f"{self.results}/logs/{rule_name}/sub-{subject}.log"
+
+    def bench(self, rule_name, subject="{subject}") -> str:
+        return f"{self.results}/benchmarks/{rule_name}/sub-{subject}.tsv"
+
+    def subject_file(self, column):
+        """Input function: the subject's raw file from the subjects table."""
+        return lambda wildcards: self.subjects.loc[wildcards.subject, column]
+
+    def subject_value(self, column):
+        """Params function: one column of the subject's row (site, split, reference...)."""
+        return lambda wildcards: self.subjects.loc[wildcards.subject, column]
+
+    def subjects_in(self, *splits) -> list[str]:
+        return [s for s in self.subjects.index if self.subjects.loc[s, "split"] in splits]
+
+    def n4_input(self, wildcards) -> str:
+        """The FLAIR as given, the T1 once aligned onto the FLAIR grid."""
+        if wildcards.modality == "FLAIR":
+            return self.subjects.loc[wildcards.subject, "flair"]
+        return self.out(wildcards.subject, "T1w", desc="aligned")
+
+    # ------------------------------------------------------------------------------ model
+    @property
+    def trains_model(self) -> bool:
+        return not self.config["model"].get("checkpoint")
+
+    def model_file(self) -> str:
+        """The model the segment rule uses: config model.checkpoint, or the one trained here."""
+        return self.config["model"].get("checkpoint") or f"{self.model_dir}/model.pt"
+
+    def training_inputs(self, kind: str) -> list[str]:
+        train = self.subjects_in("train")
+        if kind == "reference":
+            return [self.subjects.loc[s, "reference"] for s in train]
+        suffix, desc = FCN_INPUTS[kind]
+        return [self.out(s, suffix, desc=desc) for s in train]
+
+    def mask(self, subject="{subject}") -> str:
+        return self.out(subject, "mask", desc=self.model, label="WMH")
+
+    def probseg(self, subject="{subject}") -> str:
+        return self.out(subject, "probseg", desc=self.model, label="WMH")
+
+    # ------------------------------------------------------------------------------ targets
+    def preprocess_targets(self) -> list[str]:
+        return [self.out(s, suffix, desc=desc) for s in self.subjects.index for suffix, desc in PREPROCESSED]
+
+    def model_targets(self) -> list[str]:
+        if not self.trains_model:
+            return []
+        return [f"{self.model_dir}/{name}" for name in ("model.pt", "training_log.tsv", "loss_curve.png")]
+
+    def segment_targets(self) -> list[str]:
+        return [path for s in self.subjects_in("test", "predict") for path in (self.probseg(s), self.mask(s))]
+
+    def metrics_files(self) -> list[str]:
+        return [self.out(s, "metrics", ".tsv", desc=self.model) for s in self.subjects_in("test")]
+
+    def lesion_files(self) -> list[str]:
+        return [self.out(s, "lesions", ".tsv", desc=self.model) for s in self.subjects_in("test", "predict")]
+
+    def evaluate_targets(self) -> list[str]:
+        return self.metrics_files() + self.lesion_files()
+
+    def report_targets(self) -> list[str]:
+        tables = [f"{self.group}/{name}" for name in ("metrics.tsv", "summary.tsv", "lesion_volumes.tsv",
+                                                       "model_comparison.tsv", "metrics_boxplots.png")]
+        return tables + [self.out(s, "qc", ".png", desc=self.model) for s in self.subjects_in("test", "predict")]
+
+    def all_targets(self) -> list[str]:
+        return (self.preprocess_targets() + self.model_targets() + self.segment_targets()
+                + self.evaluate_targets() + self.report_targets())
