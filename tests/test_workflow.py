@@ -71,3 +71,126 @@ def test_corrupt_input_fails_with_one_line_and_no_output(tmp_path):
     assert f"{bad}: FLAIR is not a readable NIfTI" in logs
     subject = str(table["subject"].iloc[0])
     assert not list((tmp_path / "out").glob(f"sub-{subject}/anat/*.nii.gz"))
+
+
+# ------------------------------------------------------------------------------ the whole pipeline
+QUICK_CONFIG = """
+splits: {train_per_site: 1, seed: 0}
+train:
+  preset: demo
+  overrides: {iterations: 30, validate_every: 15, checkpoint_every: 15, log_every: 10}
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """One real run of `snakemake` (all rules, short training) on 6 subjects, one without reference."""
+    root = tmp_path_factory.mktemp("pipeline")
+    table = write_cohort(root / "in", subjects=6, seed=4, small=True)
+    unreferenced = table.iloc[-1]
+    Path(unreferenced["reference"]).unlink()
+    (root / "quick.yaml").write_text(QUICK_CONFIG + f"cohort: {root / 'in'}\nresults: out\n")
+    run = snakemake(root, "--configfile", str(root / "quick.yaml"))
+    assert run.returncode == 0, run.stderr[-4000:]
+    return root, table, str(unreferenced["subject"])
+
+
+def _subjects_table(root):
+    import pandas as pd
+
+    return pd.read_csv(root / "out/group/subjects.tsv", sep="\t", dtype=str, keep_default_na=False)
+
+
+@pytest.mark.slow
+def test_pipeline_writes_every_artifact_on_the_flair_grid(pipeline):
+    root, table, unreferenced = pipeline
+    subjects = _subjects_table(root).set_index("subject")
+    assert subjects.loc[unreferenced, "split"] == "predict"
+    segmented = subjects.index[subjects["split"].isin(["test", "predict"])]
+    assert len(segmented) >= 2 and (subjects["split"] == "train").sum() == 3
+    for subject in segmented:
+        flair = nib.load(subjects.loc[subject, "flair"])
+        mask = nib.load(str(bids_path(root / "out", subject, "mask", desc="fcn2d", label="WMH")))
+        prob = nib.load(str(bids_path(root / "out", subject, "probseg", desc="fcn2d", label="WMH")))
+        assert mask.shape == prob.shape == flair.shape
+        assert np.allclose(mask.affine, flair.affine, atol=1e-5) and np.allclose(prob.affine, flair.affine, atol=1e-5)
+        assert mask.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+        assert prob.get_data_dtype() == np.float32
+        assert bids_path(root / "out", subject, "qc", ".png", desc="fcn2d").is_file()
+        assert bids_path(root / "out", subject, "lesions", ".tsv", desc="fcn2d").is_file()
+    assert not bids_path(root / "out", unreferenced, "metrics", ".tsv", desc="fcn2d").exists()
+    for name in ("model.pt", "config.yaml", "training_log.tsv", "loss_curve.png"):
+        assert (root / "out/models/fcn2d" / name).is_file()
+    assert (root / "out/logs/train/fcn2d.log").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_pipeline_group_tables_cover_every_subject(pipeline):
+    import pandas as pd
+
+    root, table, unreferenced = pipeline
+    subjects = _subjects_table(root)
+    tested = set(subjects.loc[subjects["split"] == "test", "subject"])
+    metrics = pd.read_csv(root / "out/group/metrics.tsv", sep="\t", dtype={"subject": str})
+    assert set(metrics["subject"]) == tested
+    assert {"dice", "h95_mm", "avd_pct", "lesion_recall", "lesion_f1"} <= set(metrics.columns)
+    volumes = pd.read_csv(root / "out/group/lesion_volumes.tsv", sep="\t", dtype={"subject": str})
+    assert set(volumes["subject"]) == tested | {unreferenced}
+    summary = pd.read_csv(root / "out/group/summary.tsv", sep="\t")
+    assert len(summary) >= 2
+
+
+@pytest.mark.slow
+def test_pipeline_rerun_has_nothing_to_do(pipeline):
+    root, _, _ = pipeline
+    run = snakemake(root, "--configfile", str(root / "quick.yaml"), "--dry-run", "--quiet", "rules")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_report_holds_every_table_and_picture(pipeline):
+    root, _, _ = pipeline
+    run = snakemake(root, "--configfile", str(root / "quick.yaml"), "--report", str(root / "report.html"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (root / "report.html").read_text(errors="replace")
+    for name in ("metrics.tsv", "summary.tsv", "lesion_volumes.tsv", "metrics_boxplots.png", "loss_curve.png",
+                 "_qc.png", "subjects.tsv"):
+        assert name in html, name
+
+
+@pytest.mark.slow
+def test_standalone_segment_equals_the_workflow(pipeline, tmp_path):
+    """`wmhflow segment` (no Snakemake) runs the same chain: same top-hat, same probabilities."""
+    root, _, _ = pipeline
+    subjects = _subjects_table(root).set_index("subject")
+    subject = subjects.index[subjects["split"] == "test"][0]
+    cmd = [sys.executable, "-m", "wmhflow.cli", "segment", "--flair", subjects.loc[subject, "flair"], "--t1",
+           subjects.loc[subject, "t1"], "--model", str(root / "out/models/fcn2d/model.pt"), "-o", str(tmp_path),
+           "--subject", subject, "--keep-intermediates"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for suffix, entities in (("FLAIR", {"desc": "tophat"}), ("T1w", {"desc": "quant"}),
+                             ("probseg", {"desc": "fcn2d", "label": "WMH"}), ("mask", {"desc": "fcn2d", "label": "WMH"})):
+        ours = nib.load(str(bids_path(tmp_path, subject, suffix, **entities)))
+        workflow = nib.load(str(bids_path(root / "out", subject, suffix, **entities)))
+        assert np.allclose(ours.affine, workflow.affine)
+        np.testing.assert_allclose(np.asarray(ours.dataobj), np.asarray(workflow.dataobj), atol=1e-5,
+                                   err_msg=f"{suffix} {entities}")
+
+
+@pytest.mark.slow
+def test_reprocessing_with_an_existing_model_skips_training(pipeline):
+    """model.checkpoint: a cohort segmented with a model trained elsewhere gives the same masks."""
+    root, _, _ = pipeline
+    model = root / "out/models/fcn2d/model.pt"
+    (root / "reprocess.yaml").write_text((root / "quick.yaml").read_text().replace("results: out", "results: again")
+                                         + f"model: {{checkpoint: {model}}}\n")
+    run = snakemake(root, "--configfile", str(root / "reprocess.yaml"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (root / "again/models").exists()
+    masks = sorted((root / "out").glob("sub-*/anat/*_mask.nii.gz"))
+    assert masks
+    for mask in masks:
+        again = root / "again" / mask.relative_to(root / "out")
+        assert np.array_equal(np.asarray(nib.load(str(mask)).dataobj), np.asarray(nib.load(str(again)).dataobj))

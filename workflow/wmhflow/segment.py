@@ -1,0 +1,142 @@
+"""One subject without Snakemake: FLAIR + T1 -> WMH probability map and mask, the whole chain.
+
+The same library functions the workflow's rules call, in the same order and with the same defaults
+as config.yaml: T1 onto the FLAIR grid, N4 of both, 8-bit requantization, area-opening top-hat of
+the FLAIR, the FCN. Outputs use the workflow's BIDS-derivatives names under ``OUT_DIR/sub-<id>/anat/``
+and sit on the FLAIR's voxel grid with its header. Every input is read and checked, and the model
+loaded, before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .io import load_nifti, save_like, voxels
+from .paths import bids_path
+
+log = logging.getLogger(__name__)
+
+
+def subject_id(flair_path) -> str:
+    """An alphanumeric subject id from the FLAIR's path: ``sub-XX`` in it, else its challenge folder."""
+    path = Path(flair_path)
+    match = re.search(r"sub-([A-Za-z0-9]+)", str(path))
+    if match:
+        return match.group(1)
+    # WMH-challenge layout: <site>/<id>/pre/FLAIR.nii.gz
+    for part in reversed(path.parent.parts):
+        if part not in ("pre", "orig", "anat") and re.fullmatch(r"[A-Za-z0-9]+", part):
+            return part
+    return "01"
+
+
+def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, align_mode="auto",
+                    shrink=(4, 4, 1), iterations=(10, 10, 10), control_points=4, low_pct=0.5, high_pct=99.8,
+                    area=25, connectivity=1, device="auto", precision="auto", batch_size=4, threshold=0.5,
+                    keep_intermediates=False, threads=0) -> dict:
+    """Run the chain for one subject; returns {artifact name: path written}."""
+    from .model import load_model
+    from .preprocess.align import align_t1_to_flair
+    from .preprocess.bias import n4_correct_array
+    from .preprocess.headmask import head_mask_array
+    from .preprocess.quantize import requantize_array
+    from .preprocess.tophat import area_tophat
+    from .infer import predict_volume
+
+    subject = subject or subject_id(flair_path)
+    if not re.fullmatch(r"[A-Za-z0-9]+", subject):
+        raise InputError(flair_path, f"subject id {subject!r} must be alphanumeric (BIDS label)")
+    flair = load_nifti(flair_path, "FLAIR")
+    t1 = load_nifti(t1_path, "T1") if t1_path else None
+    model, meta = load_model(model_path)
+    channels = meta.get("channels", "flair,t1,tophat")
+    if t1 is None and "t1" in channels:
+        raise InputError(flair_path, f"the model's channels {channels} need a T1 (--t1)")
+    timings, volumes, written = {}, {}, {}
+
+    def step(name, started):
+        timings[name] = round(time.perf_counter() - started, 2)
+        log.info("%s done in %.1f s", name, timings[name])
+
+    def keep(data, suffix, desc, dtype):
+        if keep_intermediates:
+            written[f"{desc}_{suffix}"] = str(save_like(data, flair, bids_path(out_dir, subject, suffix, desc=desc), dtype))
+
+    started = time.perf_counter()
+    if t1 is not None:
+        aligned = voxels(align_t1_to_flair(flair, t1, align_mode, t1_path, flair_path))
+        keep(aligned, "T1w", "aligned", np.float32)
+        step("align_t1", started)
+    for key, data in (("flair", voxels(flair)), ("t1", aligned if t1 is not None else None)):
+        if data is None:
+            continue
+        suffix = "FLAIR" if key == "flair" else "T1w"
+        started = time.perf_counter()
+        corrected, _ = n4_correct_array(flair, data, None, shrink, iterations, control_points, threads)
+        keep(corrected, suffix, "n4", np.float32)
+        step(f"bias_correct_{suffix}", started)
+        started = time.perf_counter()
+        volumes[key] = requantize_array(corrected, head_mask_array(corrected), low_pct, high_pct)
+        keep(volumes[key], suffix, "quant", np.uint8)
+        step(f"requantize_{suffix}", started)
+    started = time.perf_counter()
+    volumes["tophat"] = area_tophat(volumes["flair"], area, connectivity)
+    keep(volumes["tophat"], "FLAIR", "tophat", np.uint8)
+    step("tophat", started)
+    if "t1" not in volumes:  # FLAIR-only channel sets never read it
+        volumes["t1"] = np.zeros_like(volumes["flair"])
+    started = time.perf_counter()
+    prob = predict_volume(model, volumes, channels, device, precision, batch_size)
+    step("fcn", started)
+    name = meta.get("name") or "fcn2d"
+    written["probseg"] = str(save_like(prob, flair, bids_path(out_dir, subject, "probseg", desc=name, label="WMH"),
+                                       np.float32))
+    mask = (prob >= threshold).astype(np.uint8)
+    written["mask"] = str(save_like(mask, flair, bids_path(out_dir, subject, "mask", desc=name, label="WMH"),
+                                    np.uint8))
+    volume_ml = float(mask.sum() * np.prod(flair.header.get_zooms()[:3]) / 1000.0)
+    log.info("sub-%s: %.2f mL of WMH; steps %s", subject, volume_ml, json.dumps(timings))
+    return written
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--flair", required=True, help="FLAIR NIfTI (the output grid)")
+    parser.add_argument("--t1", help="T1 NIfTI (any grid: registered onto the FLAIR when needed)")
+    parser.add_argument("--model", required=True, help="model.pt written by 'wmhflow train' / the workflow")
+    parser.add_argument("-o", "--out-dir", required=True, help="outputs go to OUT_DIR/sub-<id>/anat/")
+    parser.add_argument("--subject", help="subject id (default: from the FLAIR's path)")
+    parser.add_argument("--align", default="auto", choices=("auto", "always", "never"))
+    parser.add_argument("--shrink", type=int, nargs=3, default=(4, 4, 1), metavar=("I", "J", "K"))
+    parser.add_argument("--iterations", type=int, nargs="+", default=(10, 10, 10))
+    parser.add_argument("--control-points", type=int, default=4)
+    parser.add_argument("--low-pct", type=float, default=0.5)
+    parser.add_argument("--high-pct", type=float, default=99.8)
+    parser.add_argument("--area", type=int, default=25)
+    parser.add_argument("--connectivity", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--keep-intermediates", action="store_true",
+                        help="also write the aligned, N4, 8-bit and top-hat volumes")
+    parser.add_argument("--threads", type=int, default=0, help="0: all cores")
+
+
+def main(args) -> int:
+    from .device import set_threads
+
+    set_threads(args.threads or None)
+    written = segment_subject(args.flair, args.t1, args.model, args.out_dir, args.subject, args.align,
+                              args.shrink, args.iterations, args.control_points, args.low_pct, args.high_pct,
+                              args.area, args.connectivity, args.device, args.precision, args.batch_size,
+                              args.threshold, args.keep_intermediates, args.threads)
+    for name, path in written.items():
+        print(f"{name}\t{path}")
+    return 0
