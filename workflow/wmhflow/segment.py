@@ -20,6 +20,7 @@ import numpy as np
 from .errors import InputError
 from .io import load_nifti, save_like, voxels
 from .paths import bids_path
+from .preprocess.bias import ITERATIONS, SHRINK
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def subject_id(flair_path) -> str:
 
 
 def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, align_mode="auto",
-                    shrink=(4, 4, 1), iterations=(10, 10, 10), control_points=4, low_pct=0.5, high_pct=99.8,
+                    shrink=SHRINK, iterations=ITERATIONS, control_points=4, low_pct=0.5, high_pct=99.8,
                     area=25, connectivity=1, device="auto", precision="auto", batch_size=4, threshold=0.5,
                     keep_intermediates=False, threads=0) -> dict:
     """Run the chain for one subject; returns {artifact name: path written}."""
@@ -113,8 +114,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--out-dir", required=True, help="outputs go to OUT_DIR/sub-<id>/anat/")
     parser.add_argument("--subject", help="subject id (default: from the FLAIR's path)")
     parser.add_argument("--align", default="auto", choices=("auto", "always", "never"))
-    parser.add_argument("--shrink", type=int, nargs=3, default=(4, 4, 1), metavar=("I", "J", "K"))
-    parser.add_argument("--iterations", type=int, nargs="+", default=(10, 10, 10))
+    parser.add_argument("--shrink", type=int, nargs=3, default=SHRINK, metavar=("I", "J", "K"))
+    parser.add_argument("--iterations", type=int, nargs="+", default=ITERATIONS)
     parser.add_argument("--control-points", type=int, default=4)
     parser.add_argument("--low-pct", type=float, default=0.5)
     parser.add_argument("--high-pct", type=float, default=99.8)

@@ -2,12 +2,17 @@
 
 N4 is fitted on the image shrunk by ``shrink`` inside the head mask, then the B-spline log-bias field
 is evaluated on the full-resolution grid (``GetLogBiasFieldAsImage``) and divided out. Shrinking in
-plane only (the default (4, 4, 1)) keeps the few thick slices of a 2D FLAIR; benchmarks/bench_n4.py
-measures settings against SimpleITK's default full-resolution N4 on a known bias field.
+plane only keeps the few thick slices of a 2D FLAIR. benchmarks/bench_n4.py measures settings against
+SimpleITK's default full-resolution N4 on a known bias field (256x232x48 synthetic FLAIR): shrink
+(8, 8, 1) with 3 levels x 10 iterations took ~2 s and left less residual bias than the full-resolution
+default (~7 minutes on the shared machine, whose 4th fitting level starts fitting anatomy), and no more
+than (4, 4, 1) (~7 s); those are the defaults here. Two levels are not enough, and 4 levels hurt
+whatever the shrink factor.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 
@@ -18,14 +23,22 @@ from .headmask import head_mask_array
 
 log = logging.getLogger(__name__)
 
+#: Defaults (config.yaml's bias_correction section sets them in the workflow); see bench_n4.py.
+SHRINK = (8, 8, 1)
+ITERATIONS = (10, 10, 10)
+CONTROL_POINTS = 4
 
-def n4_correct_array(img, data=None, mask=None, shrink=(4, 4, 1), iterations=(10, 10, 10),
-                     control_points=4, threads: int = 0):
+
+def n4_correct_array(img, data=None, mask=None, shrink=SHRINK, iterations=ITERATIONS,
+                     control_points=CONTROL_POINTS, threads: int = 0):
     """Corrected voxels (float32) and the full-resolution bias field, on the grid of ``img``."""
     import SimpleITK as sitk
 
     data = voxels(img) if data is None else np.asarray(data, np.float32)
     mask = head_mask_array(data) if mask is None else np.asarray(mask, bool)
+    if not mask.any():  # a blank image: nothing to fit
+        log.warning("empty head mask: N4 skipped, image left as it is")
+        return data.astype(np.float32), np.ones(data.shape, np.float32)
     # N4 works on log intensities: keep every voxel strictly positive.
     offset = 1.0 - min(float(data.min()), 0.0)
     image = to_sitk(img, data + offset)
@@ -44,7 +57,7 @@ def n4_correct_array(img, data=None, mask=None, shrink=(4, 4, 1), iterations=(10
     return corrected.astype(np.float32), field
 
 
-def n4_correct(img, mask=None, shrink=(4, 4, 1), iterations=(10, 10, 10), control_points=4, threads=0):
+def n4_correct(img, mask=None, shrink=SHRINK, iterations=ITERATIONS, control_points=CONTROL_POINTS, threads=0):
     """The N4-corrected image (float32, same grid and header as ``img``)."""
     import nibabel as nib
 
@@ -54,15 +67,30 @@ def n4_correct(img, mask=None, shrink=(4, 4, 1), iterations=(10, 10, 10), contro
     return nib.Nifti1Image(corrected, img.affine, header)
 
 
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--role", default="image", help="FLAIR or T1, for messages")
-    parser.add_argument("--shrink", type=int, nargs=3, default=(4, 4, 1), metavar=("I", "J", "K"))
-    parser.add_argument("--iterations", type=int, nargs="+", default=(10, 10, 10),
+    parser.add_argument("--shrink", type=_int_at_least(1), nargs=3, default=SHRINK, metavar=("I", "J", "K"),
+                        help="fit on the image shrunk by these factors per voxel axis")
+    parser.add_argument("--iterations", type=_int_at_least(1), nargs="+", default=ITERATIONS,
                         help="iterations per fitting level (one number per level)")
-    parser.add_argument("--control-points", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=0, help="0: all cores")
+    parser.add_argument("--control-points", type=_int_at_least(4), default=CONTROL_POINTS,
+                        help="B-spline control points per axis at the first level (>= 4: cubic splines)")
+    parser.add_argument("--threads", type=_int_at_least(0), default=0, help="0: all cores")
 
 
 def main(args) -> int:

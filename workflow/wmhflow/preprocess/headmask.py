@@ -23,7 +23,12 @@ def head_mask_array(data: np.ndarray) -> np.ndarray:
     values = smooth[smooth > np.percentile(smooth, 1)]
     threshold = threshold_otsu(np.clip(values, None, np.percentile(values, 99)))
     mask = smooth > threshold * 0.5
-    mask = ndimage.binary_closing(mask, structure=np.ones((5, 5, 1), bool), iterations=2)
+    # Close in plane. scipy erodes from outside the volume (border_value 0), which would eat the mask
+    # wherever the head touches the field of view (common in-plane for 2D FLAIR): pad, close, crop.
+    pad = 5
+    padded = np.pad(mask, ((pad, pad), (pad, pad), (0, 0)))
+    padded = ndimage.binary_closing(padded, structure=np.ones((5, 5, 1), bool), iterations=2)
+    mask = padded[pad:-pad, pad:-pad, :]
     for k in range(mask.shape[2]):  # fill per slice: thick-slice volumes have few slices to close in 3D
         mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
     labels, count = ndimage.label(mask)

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from ..errors import InputError
-from ..io import load_nifti, save_like, voxels
+from ..io import load_nifti, require_same_grid, save_like, voxels
 from .headmask import head_mask_array
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ def main(args) -> int:
     img = load_nifti(args.input, args.role)
     mask = None
     if args.mask_from:
-        mask = head_mask_array(voxels(load_nifti(args.mask_from, "mask image")))
+        mask_img = load_nifti(args.mask_from, "mask image")
+        require_same_grid(mask_img, args.mask_from, img, args.input, "mask image", args.role)
+        mask = head_mask_array(voxels(mask_img))
     out = requantize(img, mask, args.low_pct, args.high_pct)
     save_like(out, img, args.output, np.uint8)
     log.info("%s: 8-bit window on the %.1f-%.1f percentiles of the head", args.output, args.low_pct, args.high_pct)
