@@ -4,11 +4,14 @@ all upsampled to the input size, concatenated, and a 1x1 convolution to 2 classe
 ``features`` is laid out exactly as torchvision's ``vgg16().features[:23]`` (conv1_1 ... conv4_3 and
 their ReLUs, max-pools at 4, 9 and 16), so an ImageNet state dict (``features.N.weight/bias``) loads
 into it unchanged. Nothing here touches the network: ImageNet weights are read from a file.
+Inference (no autograd) computes the same function with the side layers folded into the fusion
+(:meth:`VGGFCN.forward`).
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -49,24 +52,60 @@ class VGGFCN(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, 2, H, W) of a centred colour batch (N, 3, H, W) of any H, W."""
+        """Logits (N, 2, H, W) of a centred colour batch (N, 3, H, W) of any H, W.
+
+        Without autograd (inference) the side layers are folded into the 1x1 fusion: no nonlinearity
+        separates a side layer, its bilinear upsampling and the fusion, so each stage's contribution
+        to the logits is one 3x3 convolution to 2 maps (fusion weights x side weights), upsampled and
+        summed. Same function, less work: no 16-map side layers, upsamplings or concatenation at full
+        resolution. With autograd the network runs as the paper draws it.
+        """
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % 8, (-width) % 8  # three 2x poolings need sizes divisible by 8
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        sides = []
+            # replicate the last row/column (air at a slice's border) rather than adding a band of
+            # zeros, which in centred units is a mid-grey stripe the network never saw in training
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        size = (height + pad_h, width + pad_w)
+        folded = None if torch.is_grad_enabled() else self._folded_sides()
+        outputs = []
         side_index = 0
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i == STAGE_ENDS[side_index]:
-                side = self.side[side_index](x)
-                if side.shape[-2:] != (height + pad_h, width + pad_w):
-                    side = F.interpolate(side, size=(height + pad_h, width + pad_w), mode="bilinear",
-                                         align_corners=False)
-                sides.append(side)
+                if folded is None:
+                    out = self.side[side_index](x)
+                else:
+                    # 2 maps: upsample and sum them in fp32 (under bf16 autocast too), it costs nothing
+                    out = F.conv2d(x, *folded[side_index], padding=1).float()
+                if out.shape[-2:] != size:
+                    out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+                outputs.append(out)
                 side_index += 1
-        logits = self.fuse(torch.cat(sides, 1))
+        if folded is None:
+            logits = self.fuse(torch.cat(outputs, 1))
+        else:
+            logits = outputs[0]
+            for out in outputs[1:]:
+                logits = logits + out
         return logits[..., :height, :width]
+
+    def _folded_sides(self):
+        """Per stage, (weight, bias) of fusion o side layer: a 3x3 convolution to the 2 classes."""
+        maps = self.side_maps
+        fuse = self.fuse.weight[:, :, 0, 0]
+        folded = []
+        # in fp32 even under autocast: the products are then rounded once, by the convolution
+        device_type = self.fuse.weight.device.type
+        with torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") else nullcontext():
+            for k, side in enumerate(self.side):
+                part = fuse[:, k * maps:(k + 1) * maps]
+                weight = torch.einsum("ok,kchw->ochw", part, side.weight)
+                bias = part @ side.bias
+                if k == 0:
+                    bias = bias + self.fuse.bias
+                folded.append((weight, bias))
+        return folded
 
 
 def load_vgg16_features(model: VGGFCN, state_dict: dict) -> int:
@@ -112,7 +151,12 @@ def build_model(side_maps: int = 16, pretrained: str = "none", allow_download: b
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad file
         raise InputError(path, f"not a readable torch state dict ({exc})") from None
-    count = load_vgg16_features(model, state)
+    if not isinstance(state, dict):
+        raise InputError(path, f"not a torchvision VGG16 state dict (a {type(state).__name__})")
+    try:
+        count = load_vgg16_features(model, state)
+    except ConfigError as exc:
+        raise InputError(path, str(exc).split(": ", 1)[-1]) from None
     log.info("loaded %d ImageNet VGG16 tensors from %s", count, path)
     return model
 

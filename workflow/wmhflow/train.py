@@ -24,7 +24,7 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from .device import autocast_dtype, pick_device, set_threads
+from .device import autocast_dtype, pick_device, prepare, set_threads
 from .errors import ConfigError, InputError
 from .io import atomic_output, load_nifti, require_same_grid
 from .model import build_model, save_model
@@ -65,18 +65,28 @@ def resolve_config(train_config: dict) -> dict:
         factor = int(settings["iterations"]) / total
         settings["phases"] = [dict(p, iterations=max(1, int(round(p["iterations"] * factor)))) for p in settings["phases"]]
         settings["phases"][-1]["iterations"] += int(settings["iterations"]) - sum(p["iterations"] for p in settings["phases"])
+        while settings["phases"][-1]["iterations"] < 1 and len(settings["phases"]) > 1:  # fewer iterations than phases
+            dropped = settings["phases"].pop()
+            settings["phases"][-1]["iterations"] += dropped["iterations"]
     return settings
 
 
 # ----------------------------------------------------------------------------------------- data
+def _uint8(img, path) -> np.ndarray:
+    data = np.asarray(img.dataobj)
+    if data.dtype != np.uint8:  # a cast would silently wrap raw scanner values around
+        raise InputError(path, f"expected the 8-bit requantized volume, found {data.dtype}")
+    return data
+
+
 def load_training_subject(flair, t1, tophat, reference, channels):
     """Colour slices (Z, 3, X, Y) uint8 and labels (Z, X, Y) uint8 (255 = ignored) of one subject."""
     flair_img = load_nifti(flair, "8-bit FLAIR")
-    volumes = {"flair": np.asarray(flair_img.dataobj, np.uint8)}
+    volumes = {"flair": _uint8(flair_img, flair)}
     for key, path in (("t1", t1), ("tophat", tophat)):
         img = load_nifti(path, key)
         require_same_grid(img, path, flair_img, flair, key)
-        volumes[key] = np.asarray(img.dataobj, np.uint8)
+        volumes[key] = _uint8(img, path)
     ref_img = load_nifti(reference, "reference")
     require_same_grid(ref_img, reference, flair_img, flair, "reference")
     labels = np.rint(np.asarray(ref_img.dataobj, np.float32)).astype(np.int64)
@@ -149,13 +159,14 @@ def augment(x: torch.Tensor, y: torch.Tensor, rng, scale_range, rotation_degrees
 
 # ------------------------------------------------------------------------------------ evaluation
 @torch.inference_mode()
-def slice_dice(model, images, labels, device, batch=8) -> float:
-    """Dice of the WMH class over a set of whole slices (label 2 ignored)."""
+def slice_dice(model, images, labels, device, batch=8, amp=None) -> float:
+    """Dice of the WMH class over a set of whole slices (label 2 ignored), run as inference runs."""
     model.eval()
     inter = total = 0
     for i in range(0, len(images), batch):
-        x = to_input(images[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
-        pred = model(x).argmax(1).cpu().numpy()
+        x = to_input(torch.from_numpy(images[i:i + batch]).to(device)).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            pred = model(x).argmax(1).cpu().numpy()
         ref = labels[i:i + batch]
         keep = ref != IGNORE
         inter += int(((pred == 1) & (ref == 1) & keep).sum())
@@ -184,12 +195,12 @@ def _make_optimizer(model, settings):
     raise ConfigError("train.optimizer", f"{settings['optimizer']!r} is not sgd or adam")
 
 
-def _save_checkpoint(path, model, optimizer, iteration, rng, rows, signature):
+def _save_checkpoint(path, model, optimizer, iteration, rng, rows, signature, running=(0.0, 0)):
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
                     "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "rows": rows,
-                    "signature": signature}, tmp)
+                    "running": list(running), "signature": signature}, tmp)
 
 
 def _write_log(out_dir: Path, rows):
@@ -254,24 +265,27 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
     optimizer = _make_optimizer(model, settings)
     weight = torch.tensor([1.0, float(settings["class_weight"])], device=dev)
     amp = autocast_dtype(dev, "auto")
+    prepare(dev)
 
     checkpoint = out_dir / "checkpoints" / "last.pt"
     signature = json.dumps({"settings": settings, "model": model_config, "inputs": list(map(str, flairs))}, sort_keys=True)
-    iteration, rows = 0, []
+    iteration, rows, running, seen = 0, [], 0.0, 0
     if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=dev, weights_only=False)
+        # on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves the rest to the device
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if state.get("signature") != signature:
             log.warning("ignoring %s: it was made with other settings or inputs", checkpoint)
         else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             iteration, rows = state["iteration"], state["rows"]
+            running, seen = state.get("running", (0.0, 0))
             rng.bit_generator.state = state["numpy_rng"]
             torch.set_rng_state(state["torch_rng"])
             log.info("resuming from %s at iteration %d", checkpoint, iteration)
     total = int(settings["iterations"])
     model.train()
-    running, seen, tic = 0.0, 0, time.perf_counter()
+    tic = time.perf_counter()
     while iteration < total:
         phase = _phase_at(settings["phases"], iteration)
         for group in optimizer.param_groups:
@@ -298,15 +312,16 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
             speed = seen * int(settings["batch_size"]) / max(elapsed, 1e-9)
             val = float("nan")
             if val_images is not None and (iteration % int(settings["validate_every"]) == 0 or last):
-                val = slice_dice(model, val_images, val_labels, dev)
+                val = slice_dice(model, val_images, val_labels, dev, amp=amp)
             rows.append([iteration, running / seen, phase["lr"], speed, val])
             eta = (total - iteration) * int(settings["batch_size"]) / max(speed, 1e-9)
             log.info("iteration %d/%d  loss %.4f  %.1f slices/s  ETA %.0f s%s", iteration, total, running / seen,
                      speed, eta, "" if math.isnan(val) else f"  validation Dice {val:.3f}")
             running, seen, tic = 0.0, 0, time.perf_counter()
-        if iteration % int(settings["checkpoint_every"]) == 0 or last:
-            _save_checkpoint(checkpoint, model, optimizer, iteration, rng, rows, signature)
-        if stop_after is not None and iteration >= stop_after and not last:
+        stopping = stop_after is not None and iteration >= stop_after and not last
+        if iteration % int(settings["checkpoint_every"]) == 0 or last or stopping:
+            _save_checkpoint(checkpoint, model, optimizer, iteration, rng, rows, signature, (running, seen))
+        if stopping:
             log.info("stopping early at iteration %d (checkpoint kept)", iteration)
             return rows
     meta = {"name": model_config.get("name", "fcn2d"), "channels": channels, "train": settings,
