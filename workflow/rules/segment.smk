@@ -14,6 +14,7 @@ rule segment:
         device=config["segment"]["device"],
         precision=config["segment"]["precision"],
         batch_size=config["segment"]["batch_size"],
+        crop_margin=config["segment"]["crop_margin"],
         threshold=config["segment"]["threshold"],
     threads: config["segment"]["threads"]
     resources:
@@ -30,4 +31,4 @@ rule segment:
         "wmhflow infer --flair {input.flair} --t1 {input.t1} --tophat {input.tophat} "
         "--model {input.model} --probseg {output.probseg} --mask {output.mask} "
         "--device {params.device} --precision {params.precision} --batch-size {params.batch_size} "
-        "--threshold {params.threshold} --threads {threads} > {log} 2>&1"
+        "--crop-margin {params.crop_margin} --threshold {params.threshold} --threads {threads} > {log} 2>&1"

@@ -40,7 +40,7 @@ def subject_id(flair_path) -> str:
 
 def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, align_mode="auto",
                     shrink=SHRINK, iterations=ITERATIONS, control_points=4, low_pct=0.5, high_pct=99.8,
-                    area=25, connectivity=1, device="auto", precision="auto", batch_size=4, threshold=0.5,
+                    area=25, connectivity=1, device="auto", precision="auto", batch_size=8, crop_margin=16, threshold=0.5,
                     keep_intermediates=False, threads=0) -> dict:
     """Run the chain for one subject; returns {artifact name: path written}."""
     from .model import load_model
@@ -94,7 +94,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     if "t1" not in volumes:  # FLAIR-only channel sets never read it
         volumes["t1"] = np.zeros_like(volumes["flair"])
     started = time.perf_counter()
-    prob = predict_volume(model, volumes, channels, device, precision, batch_size)
+    prob = predict_volume(model, volumes, channels, device, precision, batch_size, crop_margin=crop_margin)
     step("fcn", started)
     name = meta.get("name") or "fcn2d"
     written["probseg"] = str(save_like(prob, flair, bids_path(out_dir, subject, "probseg", desc=name, label="WMH"),
@@ -123,7 +123,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--connectivity", type=int, default=1, choices=(1, 2))
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop-margin", type=int, default=16,
+                        help="pixels kept around the head when cropping (>= 64: exactly the uncropped result)")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--keep-intermediates", action="store_true",
                         help="also write the aligned, N4, 8-bit and top-hat volumes")
@@ -137,7 +139,7 @@ def main(args) -> int:
     written = segment_subject(args.flair, args.t1, args.model, args.out_dir, args.subject, args.align,
                               args.shrink, args.iterations, args.control_points, args.low_pct, args.high_pct,
                               args.area, args.connectivity, args.device, args.precision, args.batch_size,
-                              args.threshold, args.keep_intermediates, args.threads)
+                              args.crop_margin, args.threshold, args.keep_intermediates, args.threads)
     for name, path in written.items():
         print(f"{name}\t{path}")
     return 0
