@@ -181,16 +181,22 @@ def test_standalone_segment_equals_the_workflow(pipeline, tmp_path):
 
 @pytest.mark.slow
 def test_reprocessing_with_an_existing_model_skips_training(pipeline):
-    """model.checkpoint: a cohort segmented with a model trained elsewhere gives the same masks."""
+    """model.checkpoint: a cohort segmented again with an existing model, as a second variant beside the
+    first: no training, the same masks, and both variants in the comparison table."""
+    import pandas as pd
+
     root, _, _ = pipeline
     model = root / "out/models/fcn2d/model.pt"
-    (root / "reprocess.yaml").write_text((root / "quick.yaml").read_text().replace("results: out", "results: again")
-                                         + f"model: {{checkpoint: {model}}}\n")
+    (root / "reprocess.yaml").write_text((root / "quick.yaml").read_text()
+                                         + f"model: {{name: reused, checkpoint: {model}}}\n")
     run = snakemake(root, "--configfile", str(root / "reprocess.yaml"))
     assert run.returncode == 0, run.stderr[-3000:]
-    assert not (root / "again/models").exists()
-    masks = sorted((root / "out").glob("sub-*/anat/*_mask.nii.gz"))
+    assert not (root / "out/models/reused").exists()
+    assert "rule train:" not in run.stderr and "rule align_t1:" not in run.stderr
+    masks = sorted((root / "out").glob("sub-*/anat/*_desc-fcn2d_label-WMH_mask.nii.gz"))
     assert masks
     for mask in masks:
-        again = root / "again" / mask.relative_to(root / "out")
+        again = mask.with_name(mask.name.replace("desc-fcn2d", "desc-reused"))
         assert np.array_equal(np.asarray(nib.load(str(mask)).dataobj), np.asarray(nib.load(str(again)).dataobj))
+    comparison = pd.read_csv(root / "out/group/model_comparison.tsv", sep="\t")
+    assert set(comparison["model"]) == {"fcn2d", "reused"}

@@ -34,6 +34,8 @@ rule aggregate:
     params:
         split=config["report"]["summary_split"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+        # other model variants run before on this cohort join the comparison table (paper Table 2)
+        other_variants=PLAN.other_variant_metrics(),
     conda:
         "../../envs/report.yaml"
     log:
@@ -41,7 +43,7 @@ rule aggregate:
     benchmark:
         f"{RESULTS}/benchmarks/aggregate/{MODEL}.tsv"
     shell:
-        "wmhflow aggregate --metrics {input.metrics} --lesions {input.lesions} --subjects {input.subjects} "
+        "wmhflow aggregate --metrics {input.metrics} {params.other_variants} --lesions {input.lesions} --subjects {input.subjects} "
         f"--model {MODEL} --split {{params.split}} --out-dir {{params.out_dir}} > {{log}} 2>&1"
 
 

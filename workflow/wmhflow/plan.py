@@ -95,6 +95,14 @@ class Plan:
     def lesion_files(self) -> list[str]:
         return [self.out(s, "lesions", ".tsv", desc=self.model) for s in self.subjects_in("test", "predict")]
 
+    def other_variant_metrics(self) -> list[str]:
+        """Metrics files that earlier runs of other model variants left in results/ (the comparison table)."""
+        from pathlib import Path
+
+        mine = set(self.metrics_files())
+        found = Path(self.results).glob("sub-*/anat/sub-*_desc-*_metrics.tsv")
+        return sorted(str(p) for p in found if str(p) not in mine and p.parent.parent.name[4:] in self.subjects.index)
+
     def evaluate_targets(self) -> list[str]:
         return self.metrics_files() + self.lesion_files()
 
