@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,11 @@ def snakemake(workdir, *args, config=()):
            "--cores", "2", *args]
     if config:
         cmd += ["--config", *config]  # last: --config takes every following word
-    return subprocess.run(cmd, capture_output=True, text=True)
+    # The venv is NOT on PATH, as when a user runs .venv/bin/snakemake without activating it: the
+    # workflow must still find its own `wmhflow`.
+    env = dict(os.environ, PATH=os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                                 if Path(p) != Path(sys.executable).parent))
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
 def test_lint_is_clean(tmp_path):

@@ -2,9 +2,10 @@
 from snakemake.utils import validate
 
 from wmhflow import cohort as wmh_cohort
-from wmhflow.plan import Plan
+from wmhflow.plan import Plan, prepare_rule_environment
 
 
+prepare_rule_environment(workflow.basedir)
 validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 
 # One row per subject: site, flair, t1, reference (may be empty), split (train | test | predict).

@@ -8,6 +8,7 @@ GROUP = PLAN.group
 
 
 rule subjects_table:
+    localrule: True
     output:
         table=report(f"{GROUP}/subjects.tsv", caption="../report/subjects.rst", category="Cohort"),
     params:

@@ -17,6 +17,24 @@ PREPROCESSED = (("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "q
 FCN_INPUTS = {"flair": ("FLAIR", "quant"), "t1": ("T1w", "quant"), "tophat": ("FLAIR", "tophat")}
 
 
+def prepare_rule_environment(workflow_dir) -> None:
+    """Rules call ``wmhflow``: make it the installation running Snakemake, venv activated or not.
+
+    Jobs inherit the environment (also SLURM jobs: sbatch --export=ALL), so they find the same
+    ``wmhflow``; with ``--software-deployment-method conda`` the rule's environment is put first on
+    PATH by Snakemake and wins, and ``WMHFLOW_SOURCE`` tells the envs/*.yaml files where the package's
+    source is (their pip line installs it from there).
+    """
+    import os
+    import sys
+
+    os.environ.setdefault("WMHFLOW_SOURCE", str(workflow_dir))
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if bin_dir not in path.split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + path
+
+
 class Plan:
     """Output names and targets of one workflow run (one model variant over one cohort)."""
 
