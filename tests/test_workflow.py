@@ -205,3 +205,39 @@ def test_reprocessing_with_an_existing_model_skips_training(pipeline):
         assert np.array_equal(np.asarray(nib.load(str(mask)).dataobj), np.asarray(nib.load(str(again)).dataobj))
     comparison = pd.read_csv(root / "out/group/model_comparison.tsv", sep="\t")
     assert set(comparison["model"]) == {"fcn2d", "reused"}
+
+
+def _chromium():
+    """Debian's headless Chromium; installed with apt-get when missing (CI runs as root)."""
+    import shutil
+
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("no chromium, and no root apt-get to install it")
+    install = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True,
+                             env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    if install.returncode != 0:  # a stale package index: refresh it once
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+        install = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True,
+                                 env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    assert install.returncode == 0, install.stderr[-2000:]
+    return shutil.which("chromium")
+
+
+@pytest.mark.slow
+def test_pipeline_report_renders_in_a_headless_browser(pipeline, tmp_path):
+    root, _, _ = pipeline
+    report = root / "browser_report.html"
+    run = snakemake(root, "--configfile", str(root / "quick.yaml"), "--report", str(report))
+    assert run.returncode == 0, run.stderr[-3000:]
+    # Flags for a sandbox without network (see the project's notes on headless Chromium).
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                          "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    # The categories exist only once the report's JavaScript has rendered its navigation.
+    for category in ("Cohort", "Metrics", "Lesions", "QC", "Training"):
+        assert f">{category}<" in dom.stdout, category
