@@ -7,7 +7,6 @@ planning reads only file names, so voxel content does not matter here.
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,10 +54,7 @@ def main() -> int:
             print(f"snakemake -n, {n} subjects: {seconds:.1f} s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows).to_csv(out, index=False)
     return 0
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,10 +119,7 @@ def main() -> int:
         rows.append(row)
         print(", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows).to_csv(out, index=False)
     print(f"wrote {out}")
     return 0
 

@@ -16,7 +16,6 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_tophat.py`` (about 2-4 minutes 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,10 +123,7 @@ def main() -> int:
         print(f"{label}: {seconds:.2f} s", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows).to_csv(out, index=False)
     print(f"wrote {out}")
     return 0
 

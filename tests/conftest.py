@@ -56,3 +56,14 @@ def small_cohort(tmp_path_factory):
 def _quiet_threads(monkeypatch):
     # Two cores are shared by everything in CI: keep BLAS/torch from oversubscribing them.
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Two cores are shared by everything: one torch thread per test, restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

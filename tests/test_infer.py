@@ -19,13 +19,7 @@ from wmhflow.model import build_model, save_model
 from conftest import wmhflow_command, write_nifti
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores are shared by everything: one torch thread per test, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def head_volumes(shape, centre, radii, seed=0, empty=()):

@@ -12,13 +12,7 @@ from wmhflow.errors import ConfigError, InputError
 from wmhflow.slices import INPUT_STD, colour_slices, required_volumes, to_input
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores are shared by everything: one torch thread per test, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # torchvision's vgg16().features: convolution index -> (in, out) channels (stage 5 included: a real

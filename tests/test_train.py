@@ -21,13 +21,7 @@ from wmhflow.preprocess.tophat import area_tophat
 from conftest import write_nifti
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores are shared by everything: one torch thread per test, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SHAPE = (48, 44, 6)
