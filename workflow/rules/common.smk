@@ -17,8 +17,7 @@ MODEL = PLAN.model
 out = PLAN.out
 log = PLAN.log
 bench = PLAN.bench
-subject_file = PLAN.subject_file
-subject_value = PLAN.subject_value
+subject_file = subject_value = PLAN.subject_column  # raw files as inputs, other columns as params
 subjects_in = PLAN.subjects_in
 
 

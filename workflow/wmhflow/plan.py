@@ -56,12 +56,8 @@ class Plan:
     def bench(self, rule_name, subject="{subject}") -> str:
         return f"{self.results}/benchmarks/{rule_name}/sub-{subject}.tsv"
 
-    def subject_file(self, column):
-        """Input function: the subject's raw file from the subjects table."""
-        return lambda wildcards: self.subjects.loc[wildcards.subject, column]
-
-    def subject_value(self, column):
-        """Params function: one column of the subject's row (site, split, reference...)."""
+    def subject_column(self, column):
+        """Input or params function: one column of the subject's row (flair, t1, site, split...)."""
         return lambda wildcards: self.subjects.loc[wildcards.subject, column]
 
     def subjects_in(self, *splits) -> list[str]:

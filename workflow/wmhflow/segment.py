@@ -46,7 +46,6 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     from .model import load_model
     from .preprocess.align import align_t1_to_flair
     from .preprocess.bias import n4_correct_array
-    from .preprocess.headmask import head_mask_array
     from .preprocess.quantize import requantize_array
     from .preprocess.tophat import area_tophat
     from .infer import predict_volume
@@ -75,16 +74,14 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
         aligned = voxels(align_t1_to_flair(flair, t1, align_mode, t1_path, flair_path))
         keep(aligned, "T1w", "aligned", np.float32)
         step("align_t1", started)
-    for key, data in (("flair", voxels(flair)), ("t1", aligned if t1 is not None else None)):
-        if data is None:
-            continue
-        suffix = "FLAIR" if key == "flair" else "T1w"
+    chains = [("flair", "FLAIR", voxels(flair))] + ([("t1", "T1w", aligned)] if t1 is not None else [])
+    for key, suffix, data in chains:
         started = time.perf_counter()
         corrected, _ = n4_correct_array(flair, data, None, shrink, iterations, control_points, threads)
         keep(corrected, suffix, "n4", np.float32)
         step(f"bias_correct_{suffix}", started)
         started = time.perf_counter()
-        volumes[key] = requantize_array(corrected, head_mask_array(corrected), low_pct, high_pct)
+        volumes[key] = requantize_array(corrected, None, low_pct, high_pct)  # head mask of `corrected`, as the rule
         keep(volumes[key], suffix, "quant", np.uint8)
         step(f"requantize_{suffix}", started)
     started = time.perf_counter()
