@@ -15,9 +15,16 @@ from wmhflow.errors import ConfigError, InputError
 SHAPE = (8, 8, 4)
 
 
+def head(shape=SHAPE):
+    """A bright block in dark air: the smallest image the checks take for a head."""
+    data = np.zeros(shape, np.float32)
+    data[2:-2, 2:-2, :] = 100.0
+    return data
+
+
 def _subject(dir_, ref=True, images="pre"):
-    write_nifti(dir_ / images / "FLAIR.nii.gz", np.ones(SHAPE, np.float32))
-    write_nifti(dir_ / images / "T1.nii.gz", np.ones(SHAPE, np.float32))
+    write_nifti(dir_ / images / "FLAIR.nii.gz", head())
+    write_nifti(dir_ / images / "T1.nii.gz", head())
     if ref:
         write_nifti(dir_ / "wmh.nii.gz", np.zeros(SHAPE, np.uint8))
 

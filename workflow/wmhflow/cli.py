@@ -18,6 +18,7 @@ from .errors import WmhflowError
 VERBS = {
     "synth": ("wmhflow.synth", "write a realistic synthetic cohort (demo and tests)"),
     "discover": ("wmhflow.cohort", "list the subjects of a cohort as a TSV (layout, splits, checks)"),
+    "check": ("wmhflow.checks", "read and check one subject's images before any compute (the workflow's first step)"),
     "align-t1": ("wmhflow.preprocess.align", "put the T1 on the FLAIR's voxel grid (rigid registration if needed)"),
     "bias-correct": ("wmhflow.preprocess.bias", "N4 bias-field correction inside a head mask"),
     "requantize": ("wmhflow.preprocess.quantize", "requantize a volume to 8 bits (robust window in the head)"),

@@ -81,10 +81,10 @@ def _bids_sites(root: Path) -> dict[str, str]:
     participants = root / "participants.tsv"
     if not participants.is_file():
         return {}
-    table = pd.read_csv(participants, sep="\t", dtype=str).fillna("")
-    if "participant_id" not in table or "site" not in table:
+    table = read_tsv(participants, what="participants.tsv")
+    if not table or "participant_id" not in table[0] or "site" not in table[0]:
         return {}
-    return {pid.removeprefix("sub-"): site for pid, site in zip(table["participant_id"], table["site"]) if site}
+    return {r["participant_id"].removeprefix("sub-"): r["site"] for r in table if r["site"]}
 
 
 def _one(paths: list[Path], folder: Path, what: str):
@@ -126,40 +126,92 @@ def _bids(root: Path, reference_pattern: str) -> list[dict]:
     return rows
 
 
-def _tsv(path: Path) -> list[dict]:
+def read_tsv(path, required=(), what="subjects TSV") -> list[dict]:
+    """The rows of a user's TSV as dicts of stripped strings, every field count checked.
+
+    Hand-written because pandas guesses where a spreadsheet's export needs a rule: with a trailing
+    tab on every row it takes the first column as the index and shifts every column by one. Here
+    empty fields at the end of a line (trailing tabs) are dropped, then each line must have exactly
+    as many fields as the header, or the error names the line, its count and the header's. Also
+    handled: a UTF-8 byte-order mark, CRLF or CR line ends, blank lines, quoted fields (csv module).
+    """
+    import csv
+
+    path = Path(path)
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"subjects TSV is not readable ({exc})") from None
-    missing = [c for c in ("subject", "flair", "t1") if c not in table.columns]
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"{what} is not readable ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"{what} is not UTF-8 text (byte {exc.start}): save it as UTF-8 (tab-separated)") from None
+    if not text.strip():
+        raise InputError(path, f"{what} is empty: expected a header line (tab-separated column names) and one line per row")
+    try:
+        lines = list(csv.reader(text.splitlines(), delimiter="\t", strict=True))
+    except csv.Error as exc:
+        raise InputError(path, f"{what} is not a valid TSV ({exc})") from None
+
+    def trimmed(fields, keep=0):
+        fields = [f.strip() for f in fields]
+        while len(fields) > keep and not fields[-1]:  # trailing tabs beyond the header's columns
+            fields.pop()
+        return fields
+
+    numbered = [(n, fields) for n, fields in enumerate(lines, start=1) if any(f.strip() for f in fields)]
+    header = trimmed(numbered[0][1])
+    body = [(n, trimmed(fields, len(header))) for n, fields in numbered[1:]]
+    if len(header) == 1 and ("," in header[0] or ";" in header[0]):
+        raise InputError(path, f"line 1: {what} must be tab-separated, found {header[0][:60]!r} (comma/semicolon-separated?)")
+    if "" in header:
+        raise InputError(path, f"line 1: column {header.index('') + 1} of the header has no name")
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise InputError(path, f"line 1: column(s) {', '.join(duplicated)} appear more than once in the header")
+    missing = [c for c in required if c not in header]
     if missing:
-        raise InputError(path, f"subjects TSV lacks column(s) {', '.join(missing)} "
-                               f"(expected subject, site, flair, t1, reference, split)")
-    _validate_tsv_rows(table, path)
-    base = path.parent
+        raise InputError(path, f"line 1: {what} lacks column(s) {', '.join(missing)} (header: {', '.join(header)})")
     rows = []
-    for _, r in table.iterrows():
-        rows.append({
-            "subject": r["subject"].strip(),
-            "site": r.get("site", "").strip() or "all",
-            "flair": base / r["flair"].strip(),
-            "t1": base / r["t1"].strip(),
-            "reference": base / r["reference"].strip() if r.get("reference", "").strip() else "",
-            "split": r.get("split", "").strip(),
-        })
-    if not rows:
-        raise InputError(path, "subjects TSV has no rows")
+    for n, fields in body:
+        if len(fields) != len(header):
+            if len(fields) > len(header):
+                detail = f"extra field(s) from {fields[len(header)]!r} on"
+            else:
+                detail = f"no value for {', '.join(header[len(fields):])}"
+            raise InputError(path, f"line {n} has {len(fields)} fields but the header has {len(header)} "
+                                   f"({', '.join(header)}): {detail}")
+        rows.append(dict(zip(header, fields)))
     return rows
 
 
-def _validate_tsv_rows(table: pd.DataFrame, path: Path) -> None:
+def _tsv(path: Path) -> list[dict]:
+    records = read_tsv(path, required=("subject", "flair", "t1"))
+    if not records:
+        raise InputError(path, "subjects TSV has a header but no rows")
+    _validate_tsv_rows(records, path)
+    base = path.parent
+    rows = []
+    for r in records:
+        rows.append({
+            "subject": r["subject"],
+            "site": r.get("site", "") or "all",
+            "flair": base / r["flair"],
+            "t1": base / r["t1"],
+            "reference": base / r["reference"] if r.get("reference", "") else "",
+            "split": r.get("split", ""),
+        })
+    return rows
+
+
+def _validate_tsv_rows(records: list[dict], path: Path) -> None:
     """Check each row against workflow/schemas/subjects.schema.yaml (JSON schema), one line per problem."""
     import jsonschema
     import yaml
 
     schema = yaml.safe_load(_schema_path().read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    for i, record in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+    for i, record in enumerate(records, start=2):  # line 1 is the header
         error = next(iter(validator.iter_errors(record)), None)
         if error is not None:
             where = ".".join(str(p) for p in error.path) or "row"
@@ -261,30 +313,13 @@ def subjects_for_workflow(config: dict, workdir=".") -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------- deep checks
 def check_subject(subject: str, row) -> list[str]:
-    """Read every image of a subject and return its problems (one line each, naming the file)."""
-    from .errors import InputError as _Input
-    from .io import load_nifti, require_same_grid
+    """Read every image of a subject and return its problems (one line each, naming the file).
 
-    problems = []
-    try:
-        flair = load_nifti(row["flair"], "FLAIR")
-    except _Input as exc:
-        return [str(exc)]
-    try:
-        load_nifti(row["t1"], "T1")
-    except _Input as exc:
-        problems.append(str(exc))
-    if row["reference"]:
-        try:
-            reference = load_nifti(row["reference"], "reference")
-            require_same_grid(reference, row["reference"], flair, row["flair"], "reference")
-            labels = set(np.unique(np.asarray(reference.dataobj)).tolist()) - {0, 1, 2}
-            if labels:
-                problems.append(str(_Input(row["reference"], f"unknown label value(s) {sorted(labels)[:5]} "
-                                                             f"(expected 0 background, 1 WMH, 2 other pathology)")))
-        except _Input as exc:
-            problems.append(str(exc))
-    return problems
+    The same checks as the workflow's first step per subject (``wmhflow check``, :mod:`wmhflow.checks`).
+    """
+    from .checks import check_images
+
+    return check_images(row["flair"], row["t1"], row["reference"])[1]
 
 
 # ------------------------------------------------------------------------------------------- CLI

@@ -3,12 +3,23 @@
 Every volume of the pipeline is read through :func:`load_nifti` (so a bad file fails the same way
 everywhere) and every output volume is written through :func:`save_like` (so it lands on the exact
 voxel grid and header of the image it derives from, with qform and sform agreeing).
+
+Header policy (one for every verb):
+- qform_code = sform_code = 0: the file says nothing about orientation, and nibabel's fallback
+  affine (built from the voxel sizes, first axis flipped) is a guess that can swap left and right.
+  Such an image is refused with one line naming it; wmhflow never writes a scanner frame it guessed.
+- qform and sform both set but different: the sform wins (nibabel's choice, and wmhflow's everywhere,
+  also when converting to SimpleITK); the log says so once per file, with how far they differ.
+- Geometry: every axis needs at least :data:`MIN_AXIS_VOXELS` voxels (N4, the head mask and the
+  in-plane top-hat need a volume, not a slice) and voxel sizes between :data:`VOXEL_MM_RANGE` mm
+  (beyond it, the header's units or pixdims are wrong, e.g. 192 mm).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import os
 import tempfile
 import zlib
@@ -21,6 +32,16 @@ from .errors import InputError
 
 #: Grids whose affines differ by less than this (mm, and unitless for the direction part) match.
 GRID_ATOL = 1e-3
+#: The smallest number of voxels along any axis of a volume wmhflow processes.
+MIN_AXIS_VOXELS = 2
+#: Plausible voxel sizes of a brain MRI, in mm (from sub-0.1 mm nowhere near; thick slices up to ~10 mm).
+VOXEL_MM_RANGE = (0.05, 15.0)
+#: The labels of a reference: 0 background, 1 WMH, 2 other pathology (the WMH challenge's).
+LABELS = (0, 1, 2)
+LABEL_MEANING = "expected 0 background, 1 WMH, 2 other pathology"
+
+log = logging.getLogger(__name__)
+_SFORM_NOTED: set[str] = set()  # files whose qform/sform disagreement was already logged
 
 
 def load_nifti(path, role: str = "image", check_finite: bool = True) -> nib.Nifti1Image:
@@ -49,11 +70,67 @@ def load_nifti(path, role: str = "image", check_finite: bool = True) -> nib.Nift
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:
             raise InputError(path, f"{role} has {bad} NaN or infinite voxel(s)")
+    _check_orientation(img, path, role)
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
         raise InputError(path, f"{role} has a degenerate or non-finite affine")
+    check_geometry(data.shape, img.affine, path, role)
     header = img.header.copy()
     header.set_data_shape(data.shape)
     return nib.Nifti1Image(data, img.affine, header)
+
+
+def _check_orientation(img, path, role: str) -> None:
+    """The header policy on orientation codes (see the module docstring)."""
+    header = img.header
+    if "qform_code" not in header:  # not a NIfTI (e.g. ANALYZE): no orientation at all
+        raise InputError(path, f"{role} is not a NIfTI-1/2 file: it has no orientation; convert it to NIfTI")
+    qcode, scode = int(header["qform_code"]), int(header["sform_code"])
+    if qcode == 0 and scode == 0:
+        raise InputError(path, f"{role} has no orientation (qform_code = sform_code = 0): left and right are "
+                               "unknown and wmhflow will not guess them; set the header's qform/sform from the scanner data")
+    if qcode > 0 and scode > 0 and str(path) not in _SFORM_NOTED:
+        qform, sform = header.get_qform(), header.get_sform()
+        worst = float(np.max(np.abs(qform - sform)))
+        if worst > GRID_ATOL:
+            _SFORM_NOTED.add(str(path))
+            log.warning("%s: qform and sform differ by up to %.4g mm; the sform (code %d) is used, and every "
+                        "output carries it in both", path, worst, scode)
+
+
+def check_geometry(shape, affine, path, role: str = "image") -> None:
+    """Refuse a volume wmhflow cannot process: an axis of fewer than 2 voxels, implausible voxel sizes."""
+    shape = tuple(int(n) for n in shape[:3])
+    for axis, n in enumerate(shape):
+        if n < MIN_AXIS_VOXELS:
+            raise InputError(path, f"{role} has {n} voxel(s) along axis {axis} (shape {shape}): a single slice "
+                                   f"or line is not a volume; wmhflow needs at least {MIN_AXIS_VOXELS} per axis")
+    sizes = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    low, high = VOXEL_MM_RANGE
+    for axis, size in enumerate(sizes):
+        if not low <= size <= high:
+            shown = ", ".join(f"{v:.4g}" for v in sizes)
+            raise InputError(path, f"{role} voxel size {size:.4g} mm along axis {axis} (sizes {shown} mm) is not "
+                                   f"plausible for a brain MRI ({low}-{high} mm): check the header's pixdim and units")
+
+
+def label_array(img, path, role: str = "reference") -> np.ndarray:
+    """The voxels of a label image as int16, refused unless every value is one of :data:`LABELS`.
+
+    The one label check of every verb (check, discover --check, train, evaluate, qc): a fuzzy or
+    probabilistic reference (0.7) is not silently rounded, and 255 or -1 are not silently drawn.
+    """
+    data = np.asarray(img.dataobj)
+    if np.issubdtype(data.dtype, np.floating):
+        fractional = data[data != np.round(data)]
+        if fractional.size:
+            raise InputError(path, f"{role} is not a label image: {fractional.size} voxel(s) are not whole numbers "
+                                   f"(e.g. {float(fractional.flat[0]):.4g}); {LABEL_MEANING}")
+    values = np.unique(data)
+    unknown = sorted(set(values.astype(np.int64).tolist()) - set(LABELS))
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InputError(path, f"unknown label value(s) {unknown[:5]}{more} in the {role} ({LABEL_MEANING})")
+    return data.astype(np.int16)
 
 
 def voxels(img: nib.Nifti1Image, dtype=np.float32) -> np.ndarray:
@@ -88,6 +165,9 @@ def atomic_output(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    # mkstemp creates the file 0600; the output must get what the user's umask gives any new file
+    # (e.g. 0644 under umask 022), or nobody else in the lab can read the results.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -98,11 +178,24 @@ def atomic_output(path):
         raise
 
 
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (read-only, thread-safe), else set and restore it."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None) -> Path:
     """Write ``data`` atomically on the grid of ``like``: same shape, affine and header.
 
-    qform and sform are both set to ``like``'s affine (keeping ``like``'s codes, or scanner/aligned
-    when it had none), so no reader can place the output differently from the image it came from.
+    qform and sform are both set to ``like``'s affine with ``like``'s codes (one code standing in
+    for a missing other), so no reader can place the output differently from the image it came from.
+    An in-memory ``like`` without any code keeps codes 0: an unknown orientation is carried as
+    unknown, never declared scanner space.
     """
     data = np.asarray(data)
     if data.shape != like.shape[:3]:
@@ -113,7 +206,7 @@ def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None) -> Path
     header.set_data_dtype(data.dtype)
     header.set_data_shape(data.shape)
     out = nib.Nifti1Image(data, like.affine, header)
-    qcode = int(like.header["qform_code"]) or 1
+    qcode = int(like.header["qform_code"]) or int(like.header["sform_code"])
     scode = int(like.header["sform_code"]) or qcode
     out.set_qform(like.affine, code=qcode)
     out.set_sform(like.affine, code=scode)

@@ -189,17 +189,10 @@ def evaluate_files(reference_path, prediction_path) -> dict:
     :data:`wmhflow.io.GRID_ATOL`) is refused, since it would be scored against the wrong voxels.
     Reference labels must be whole numbers among 0, 1, 2.
     """
-    from .errors import InputError
-    from .io import load_nifti, require_same_grid
+    from .io import label_array, load_nifti, require_same_grid
 
     reference = load_nifti(reference_path, "reference")
     prediction = load_nifti(prediction_path, "prediction")
     require_same_grid(prediction, prediction_path, reference, reference_path, "prediction", "reference")
-    ref = np.asarray(reference.dataobj)
-    if np.issubdtype(ref.dtype, np.floating) and not np.all(ref == np.round(ref)):
-        raise InputError(reference_path, "reference labels must be whole numbers (0, 1, 2)")
-    unknown = set(np.unique(ref).astype(int).tolist()) - {0, 1, 2}
-    if unknown:
-        raise InputError(reference_path, f"unknown label value(s) {sorted(unknown)[:5]} "
-                                         f"(expected 0 background, 1 WMH, 2 other pathology)")
-    return evaluate_arrays(np.rint(ref).astype(np.int16), np.asarray(prediction.dataobj), reference.affine)
+    ref = label_array(reference, reference_path)
+    return evaluate_arrays(ref, np.asarray(prediction.dataobj), reference.affine)

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from .device import autocast_dtype, pick_device, prepare, set_threads
 from .errors import ConfigError, InputError
-from .io import atomic_output, load_nifti, require_same_grid
+from .io import atomic_output, label_array, load_nifti, require_same_grid
 from .model import build_model, save_model
 from .slices import colour_slices, to_input
 
@@ -91,10 +91,7 @@ def load_training_subject(flair, t1, tophat, reference, channels):
         volumes[key] = _uint8(img, path)
     ref_img = load_nifti(reference, "reference")
     require_same_grid(ref_img, reference, flair_img, flair, "reference")
-    labels = np.rint(np.asarray(ref_img.dataobj, np.float32)).astype(np.int64)
-    unknown = set(np.unique(labels).tolist()) - {0, 1, 2}
-    if unknown:
-        raise InputError(reference, f"unknown label value(s) {sorted(unknown)[:5]} (expected 0, 1, 2)")
+    labels = label_array(ref_img, reference)  # never rounds a fuzzy reference into labels
     labels = np.where(labels == 2, IGNORE, labels).astype(np.uint8)
     images = colour_slices(volumes, channels)
     labels = np.ascontiguousarray(labels.transpose(2, 0, 1))

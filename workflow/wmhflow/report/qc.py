@@ -26,7 +26,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from ..io import atomic_output, load_nifti, require_same_grid  # noqa: E402
+from ..io import atomic_output, label_array, load_nifti, require_same_grid  # noqa: E402
 from ..metrics import binarize_prediction  # noqa: E402
 
 TP, FN, FP = (1.0, 1.0, 0.0), (0.0, 0.8, 0.0), (1.0, 0.0, 0.0)
@@ -84,7 +84,7 @@ def qc_figure(flair_path, mask_path, reference_path, output, title="", slices=3)
     prediction, _ = _canonical(flair_img, binarize_prediction(np.asarray(mask_img.dataobj)))
     reference = None
     if ref_img is not None:
-        ref, _ = _canonical(flair_img, np.rint(np.asarray(ref_img.dataobj, np.float32)))
+        ref, _ = _canonical(flair_img, label_array(ref_img, reference_path))
         reference = ref == 1
         prediction = prediction & (ref != 2)
     lesion = prediction | reference if reference is not None else prediction
