@@ -11,6 +11,7 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/check.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/segment.smk"
@@ -28,3 +29,13 @@ rule preprocess:
     """Only the per-subject preprocessing (aligned, N4, 8-bit, top-hat) of every subject."""
     input:
         PLAN.preprocess_targets(),
+
+
+# When a run ends: group/status.tsv (per subject: done, failed at which step and why, blocked, incomplete),
+# and the subjects that did not finish printed here, where the user looks.
+onsuccess:
+    wmh_status.write_status(PLAN)
+
+
+onerror:
+    wmh_status.write_status(PLAN)

@@ -1,16 +1,20 @@
 # Shared by every rule file: config validation, the subjects table, output names (wmhflow.plan).
-from snakemake.utils import validate
-
 from wmhflow import cohort as wmh_cohort
+from wmhflow import config as wmh_config
+from wmhflow import status as wmh_status
 from wmhflow.plan import Plan, prepare_rule_environment
 
 
 prepare_rule_environment(workflow.basedir)
-validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+# Strict schema (workflow/schemas/config.schema.yaml + the training presets' keys), command-line
+# values read as YAML: a mistake stops planning with one line naming the config key.
+wmh_config.validate(config)
+wmh_config.require_writable_results(config["results"])
 
 # One row per subject: site, flair, t1, reference (may be empty), split (train | test | predict).
 SUBJECTS = wmh_cohort.subjects_for_workflow(config, workdir=os.getcwd())
 PLAN = Plan(config, SUBJECTS)
+PLAN.require_model_source()
 RESULTS = PLAN.results
 MODEL = PLAN.model
 # Short names the rules use.

@@ -20,9 +20,9 @@ rule evaluate:
     benchmark:
         bench(f"evaluate_{MODEL}")
     shell:
-        "wmhflow evaluate --reference {input.reference} --prediction {input.mask} "
-        "--subject {wildcards.subject} --site '{params.site}' --split {params.split} "
-        f"--model {MODEL} --output {{output}} > {{log}} 2>&1"
+        "wmhflow evaluate --reference {input.reference:q} --prediction {input.mask:q} "
+        "--subject {wildcards.subject} --site {params.site:q} --split {params.split:q} "
+        f"--model {MODEL} --output {{output:q}} > {{log:q}} 2>&1"
 
 
 rule lesions:
@@ -41,5 +41,5 @@ rule lesions:
     benchmark:
         bench(f"lesions_{MODEL}")
     shell:
-        "wmhflow lesions --mask {input.mask} --probseg {input.probseg} --subject {wildcards.subject} "
-        "--output {output} > {log} 2>&1"
+        "wmhflow lesions --mask {input.mask:q} --probseg {input.probseg:q} --subject {wildcards.subject} "
+        "--output {output:q} > {log:q} 2>&1"

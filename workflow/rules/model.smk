@@ -29,10 +29,10 @@ rule train:
     conda:
         "../../envs/torch.yaml"
     log:
-        f"{RESULTS}/logs/train/{MODEL}.log",
+        PLAN.train_log(),
     benchmark:
         f"{RESULTS}/benchmarks/train/{MODEL}.tsv"
     shell:
-        "wmhflow train --flair {input.flair} --t1 {input.t1} --tophat {input.tophat} "
-        "--reference {input.reference} --config-json '{params.config_json}' "
-        "--out-dir {params.out_dir} --device {params.device} --threads {threads} > {log} 2>&1"
+        "wmhflow train --flair {input.flair:q} --t1 {input.t1:q} --tophat {input.tophat:q} "
+        "--reference {input.reference:q} --config-json {params.config_json:q} "
+        "--out-dir {params.out_dir:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"

@@ -5,6 +5,7 @@ rule align_t1:
     input:
         flair=subject_file("flair"),
         t1=subject_file("t1"),
+        checked=PLAN.check_file(),
     output:
         out("{subject}", "T1w", desc="aligned"),
     params:
@@ -20,19 +21,20 @@ rule align_t1:
     benchmark:
         bench("align_t1")
     shell:
-        "wmhflow align-t1 --flair {input.flair} --t1 {input.t1} --output {output} "
-        "--mode {params.mode} --threads {threads} > {log} 2>&1"
+        "wmhflow align-t1 --flair {input.flair:q} --t1 {input.t1:q} --output {output:q} "
+        "--mode {params.mode:q} --threads {threads} > {log:q} 2>&1"
 
 
 
 rule bias_correct:
     input:
-        PLAN.n4_input,
+        image=PLAN.n4_input,
+        checked=PLAN.check_file(),
     output:
         out("{subject}", "{modality}", desc="n4"),
     params:
-        shrink=" ".join(map(str, config["bias_correction"]["shrink"])),
-        iterations=" ".join(map(str, config["bias_correction"]["iterations"])),
+        shrink=config["bias_correction"]["shrink"],
+        iterations=config["bias_correction"]["iterations"],
         control_points=config["bias_correction"]["control_points"],
     wildcard_constraints:
         modality="FLAIR|T1w",
@@ -47,9 +49,9 @@ rule bias_correct:
     benchmark:
         bench("bias_correct_{modality}")
     shell:
-        "wmhflow bias-correct --input {input} --output {output} --role {wildcards.modality} "
-        "--shrink {params.shrink} --iterations {params.iterations} "
-        "--control-points {params.control_points} --threads {threads} > {log} 2>&1"
+        "wmhflow bias-correct --input {input.image:q} --output {output:q} --role {wildcards.modality} "
+        "--shrink {params.shrink:q} --iterations {params.iterations:q} "
+        "--control-points {params.control_points:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule requantize:
@@ -72,8 +74,8 @@ rule requantize:
     benchmark:
         bench("requantize_{modality}")
     shell:
-        "wmhflow requantize --input {input} --output {output} --role {wildcards.modality} "
-        "--low-pct {params.low} --high-pct {params.high} > {log} 2>&1"
+        "wmhflow requantize --input {input:q} --output {output:q} --role {wildcards.modality} "
+        "--low-pct {params.low:q} --high-pct {params.high:q} > {log:q} 2>&1"
 
 
 rule tophat:
@@ -94,5 +96,5 @@ rule tophat:
     benchmark:
         bench("tophat")
     shell:
-        "wmhflow tophat --input {input} --output {output} --area {params.area} "
-        "--connectivity {params.connectivity} > {log} 2>&1"
+        "wmhflow tophat --input {input:q} --output {output:q} --area {params.area:q} "
+        "--connectivity {params.connectivity:q} > {log:q} 2>&1"

@@ -44,8 +44,8 @@ rule aggregate:
     benchmark:
         f"{RESULTS}/benchmarks/aggregate/{MODEL}.tsv"
     shell:
-        "wmhflow aggregate --metrics {input.metrics} {params.other_variants} --lesions {input.lesions} --subjects {input.subjects} "
-        f"--model {MODEL} --split {{params.split}} --out-dir {{params.out_dir}} > {{log}} 2>&1"
+        "wmhflow aggregate --metrics {input.metrics:q} {params.other_variants:q} --lesions {input.lesions:q} --subjects {input.subjects:q} "
+        f"--model {MODEL} --split {{params.split:q}} --out-dir {{params.out_dir:q}} > {{log:q}} 2>&1"
 
 
 rule plot_metrics:
@@ -62,7 +62,7 @@ rule plot_metrics:
     benchmark:
         f"{RESULTS}/benchmarks/plot_metrics/{MODEL}.tsv"
     shell:
-        "wmhflow plot --metrics {input} --split {params.split} --output {output} > {log} 2>&1"
+        "wmhflow plot --metrics {input:q} --split {params.split:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule qc:
@@ -91,5 +91,5 @@ rule qc:
     benchmark:
         bench(f"qc_{MODEL}")
     shell:
-        "wmhflow qc --flair {input.flair} --mask {input.mask} --reference '{params.reference}' "
-        "--title '{params.title}' --slices {params.slices} --output {output} > {log} 2>&1"
+        "wmhflow qc --flair {input.flair:q} --mask {input.mask:q} --reference {params.reference:q} "
+        "--title {params.title:q} --slices {params.slices:q} --output {output:q} > {log:q} 2>&1"

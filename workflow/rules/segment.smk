@@ -28,7 +28,7 @@ rule segment:
     benchmark:
         bench(f"segment_{MODEL}")
     shell:
-        "wmhflow infer --flair {input.flair} --t1 {input.t1} --tophat {input.tophat} "
-        "--model {input.model} --probseg {output.probseg} --mask {output.mask} "
-        "--device {params.device} --precision {params.precision} --batch-size {params.batch_size} "
-        "--crop-margin {params.crop_margin} --threshold {params.threshold} --threads {threads} > {log} 2>&1"
+        "wmhflow infer --flair {input.flair:q} --t1 {input.t1:q} --tophat {input.tophat:q} "
+        "--model {input.model:q} --probseg {output.probseg:q} --mask {output.mask:q} "
+        "--device {params.device:q} --precision {params.precision:q} --batch-size {params.batch_size:q} "
+        "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --threads {threads} > {log:q} 2>&1"

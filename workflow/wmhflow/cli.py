@@ -30,6 +30,7 @@ VERBS = {
     "lesions": ("wmhflow.lesions", "one row per 26-connected lesion of a mask"),
     "aggregate": ("wmhflow.report.aggregate", "cohort tables: metrics, per-site summary, lesion volumes"),
     "plot": ("wmhflow.report.plots", "box plots of each metric per site"),
+    "status": ("wmhflow.status", "per-subject status of a run: finished, failed (at which step, why), blocked"),
     "qc": ("wmhflow.report.qc", "QC picture of a subject's segmentation over its FLAIR"),
 }
 

@@ -56,6 +56,24 @@ class Plan:
     def bench(self, rule_name, subject="{subject}") -> str:
         return f"{self.results}/benchmarks/{rule_name}/sub-{subject}.tsv"
 
+    def check_file(self, subject="{subject}") -> str:
+        """The check step's output, outside the subject's BIDS folder (it is not a derivative)."""
+        return f"{self.results}/checks/sub-{subject}.json"
+
+    def subject_logs(self, subject) -> list[str]:
+        """Every rule log of one subject (the check step's first), for the status table."""
+        from pathlib import Path
+
+        logs = sorted(str(p) for p in Path(self.results).glob(f"logs/*/sub-{subject}.log"))
+        first = self.log("check_subject", subject)
+        return ([first] if first in logs else []) + [p for p in logs if p != first]
+
+    def train_log(self) -> str:
+        return f"{self.results}/logs/train/{self.model}.log"
+
+    def status_file(self) -> str:
+        return f"{self.group}/status.tsv"
+
     def subject_column(self, column):
         """Input or params function: one column of the subject's row (flair, t1, site, split...)."""
         return lambda wildcards: self.subjects.loc[wildcards.subject, column]
@@ -77,6 +95,16 @@ class Plan:
     def model_file(self) -> str:
         """The model the segment rule uses: config model.checkpoint, or the one trained here."""
         return self.config["model"].get("checkpoint") or f"{self.model_dir}/model.pt"
+
+    def require_model_source(self) -> None:
+        """A run that segments needs a model: trained here from 'train' subjects, or model.checkpoint."""
+        from .errors import ConfigError
+
+        if self.trains_model and self.subjects_in("test", "predict") and not self.subjects_in("train"):
+            raise ConfigError("model.checkpoint", "no subject of this cohort is in split 'train' (none has a "
+                                                  "reference, or the TSV's split column says so) and no model is "
+                                                  "given: set model.checkpoint to an existing model.pt, or add "
+                                                  "subjects with a reference")
 
     def training_inputs(self, kind: str) -> list[str]:
         train = self.subjects_in("train")

@@ -1,0 +1,25 @@
+# First step of every subject: read and check its images (wmhflow check). Every other rule of the
+# subject depends on the check file, so a bad subject stops here, before any compute, with one line
+# per problem in its log (and in the terminal: show-failed-logs); with --keep-going the others go on.
+
+
+rule check_subject:
+    input:
+        flair=subject_file("flair"),
+        t1=subject_file("t1"),
+    output:
+        PLAN.check_file(),
+    params:
+        reference=subject_value("reference"),
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        "../../envs/preprocess.yaml"
+    log:
+        log("check_subject"),
+    benchmark:
+        bench("check_subject")
+    shell:
+        "wmhflow check --subject {wildcards.subject} --flair {input.flair:q} --t1 {input.t1:q} "
+        "--reference {params.reference:q} --output {output:q} > {log:q} 2>&1"

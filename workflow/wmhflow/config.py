@@ -1,0 +1,201 @@
+"""The workflow's configuration, checked strictly at planning so that a mistake names its config key.
+
+- Strict: every object of ``workflow/schemas/config.schema.yaml`` forbids unknown keys, so a typo
+  (``tophatt``) is an error with a suggestion instead of being ignored. ``train.overrides`` accepts
+  exactly the settings of :data:`wmhflow.train.PRESETS` (its schema is derived from them here, so a
+  setting added to the presets is accepted without editing the schema).
+- Integers are integers: ``area: 25.0`` is refused (JSON schema would take 25.0 as an integer and
+  the job would fail later, naming an output file).
+- Command-line values: Snakemake reads ``--config 'tophat={area: 30}'`` as YAML with every scalar a
+  string ({'area': '30'}); each string where the schema wants a number, boolean, null, array or
+  object is read again as YAML, so the documented command-line forms mean what they say.
+- Checks a schema cannot express: percentiles low < high, files named by the config exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+#: Limits of some training settings beyond their type (applied to the keys the presets have).
+OVERRIDE_LIMITS = {
+    "iterations": {"minimum": 1}, "batch_size": {"minimum": 1}, "crop": {"minimum": 0},
+    "lesion_crop_fraction": {"minimum": 0, "maximum": 1}, "optimizer": {"enum": ["sgd", "adam"]},
+    "weight_decay": {"minimum": 0}, "class_weight": {"exclusiveMinimum": 0},
+    "scale_range": {"minItems": 2, "maxItems": 2}, "rotation_degrees": {"minimum": 0},
+    "validation_subjects": {"minimum": 0}, "validate_every": {"minimum": 1}, "checkpoint_every": {"minimum": 1},
+    "log_every": {"minimum": 1}, "seed": {"minimum": 0},
+}
+
+
+# ---------------------------------------------------------------------------------- the schema
+def training_presets() -> dict:
+    """``wmhflow.train.PRESETS``, read from train.py's source when it is a literal (planning then does not
+    import torch, ~2 s), else imported. tests/test_config.py checks both ways agree."""
+    source = Path(__file__).with_name("train.py").read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PRESETS" for t in node.targets):
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                break
+    from .train import PRESETS
+
+    return PRESETS
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    for kind, name in ((int, "integer"), (float, "number"), (str, "string"), (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def _schema_of(examples: list) -> dict:
+    """The JSON schema of a setting from its values in the presets."""
+    kinds = {_json_type(v) for v in examples}
+    if "number" in kinds:
+        kinds.discard("integer")  # 1 and 1.5 are both numbers
+    schema: dict = {"type": sorted(kinds)[0] if len(kinds) == 1 else sorted(kinds)}
+    if kinds == {"array"}:
+        items = [item for v in examples for item in v]
+        if items:
+            schema["items"] = _schema_of(items)
+    if kinds == {"object"}:
+        keys = sorted({k for v in examples for k in v})
+        schema["properties"] = {k: _schema_of([v[k] for v in examples if k in v]) for k in keys}
+        schema["additionalProperties"] = False
+    return schema
+
+
+def overrides_schema(presets: dict | None = None) -> dict:
+    """The schema of ``train.overrides``: the presets' settings, with their types, and nothing else."""
+    presets = training_presets() if presets is None else presets
+    keys = sorted({k for preset in presets.values() for k in preset})
+    properties = {}
+    for key in keys:
+        properties[key] = _schema_of([p[key] for p in presets.values() if key in p])
+        properties[key].update(OVERRIDE_LIMITS.get(key, {}))
+    return {"type": "object", "properties": properties, "additionalProperties": False, "default": {}}
+
+
+def schema() -> dict:
+    """config.schema.yaml with ``train.overrides`` spelled out from the presets."""
+    full = yaml.safe_load(SCHEMA_PATH.read_text())
+    full["properties"]["train"]["properties"]["overrides"] = overrides_schema()
+    return full
+
+
+# ------------------------------------------------------------------------- command-line values
+def _types(schema: dict) -> set:
+    kind = schema.get("type", [])
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def coerce(value, schema: dict):
+    """``value`` with the strings Snakemake's ``--config`` parsing left read as YAML where the schema
+    wants something else than a string (recursively through objects and arrays)."""
+    types = _types(schema)
+    if isinstance(value, str) and types and "string" not in types:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if _json_type(parsed) in types or (_json_type(parsed) == "integer" and "number" in types):
+            value = parsed
+    elif isinstance(value, str) and "null" in types and value in ("null", "~", "None"):
+        value = None
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {k: coerce(v, properties.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce(v, schema["items"]) for v in value]
+    return value
+
+
+def _fill_defaults(config: dict, schema: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(config[key], sub)
+
+
+# ------------------------------------------------------------------------------------ checking
+def _validator(schema: dict):
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    # JSON schema counts 25.0 as an integer; the rules' command lines do not.
+    checker = base.TYPE_CHECKER.redefine_many({
+        "integer": lambda _, v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda _, v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    })
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _explain(error) -> ConfigError:
+    """One ConfigError naming the key for a jsonschema error."""
+    key = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(known))
+        name = unknown[0] if unknown else "?"
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        where = f"{key}.{name}" if error.absolute_path else name
+        return ConfigError(where, f"unknown key{hint} (known: {', '.join(known)})")
+    if error.validator == "pattern" and key.endswith("device"):
+        return ConfigError(key, f"{error.instance!r} is not auto, cpu, cuda or cuda:<index>")
+    if error.validator == "type":
+        return ConfigError(key, f"{error.instance!r} is not of type {error.validator_value}")
+    return ConfigError(key, error.message)
+
+
+def validate(config: dict) -> dict:
+    """Check ``config`` in place (command-line strings read, defaults filled); raise the first
+    problem as a :class:`ConfigError` naming its key. Returns ``config``."""
+    full = schema()
+    config.update(coerce(dict(config), full))
+    _fill_defaults(config, full)
+    errors = sorted(_validator(full).iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise _explain(errors[0])
+    quant = config.get("requantize", {})
+    low, high = quant.get("low_percentile", 0.5), quant.get("high_percentile", 99.8)
+    if not low < high:
+        raise ConfigError("requantize", f"low_percentile ({low}) must be below high_percentile ({high})")
+    model = config.get("model", {})
+    if model.get("checkpoint") and not Path(model["checkpoint"]).expanduser().is_file():
+        raise ConfigError("model.checkpoint", f"{model['checkpoint']}: model file does not exist")
+    pretrained = model.get("pretrained", "none")
+    if pretrained not in ("none", "torchvision") and not Path(pretrained).expanduser().is_file():
+        raise ConfigError("model.pretrained", f"{pretrained!r} is not none, torchvision or an existing file")
+    return config
+
+
+def require_writable_results(results) -> None:
+    """The results folder can be created and written (checked at planning, not by the first job)."""
+    import os
+
+    path = Path(results).expanduser().absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError("results", f"{path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("results", f"{path}: {existing} is not writable")

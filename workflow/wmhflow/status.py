@@ -1,0 +1,126 @@
+"""Per-subject status of a run: which subjects finished, which failed, at which step and why.
+
+Written by the workflow when a run ends (``group/status.tsv``, the failures also printed in the
+terminal), and by ``wmhflow status`` at any time. The table is derived from the plan (what each
+subject should have) and the files on disk (what it has, and its rules' logs), so it is right after
+a crash or a kill too:
+
+- ``done``: every output of the subject exists;
+- ``failed``: a rule of the subject logged an error; ``step`` is that rule, ``reason`` the one-line
+  message (``wmhflow <verb>: error: <file>: <problem>``) from its log;
+- ``blocked``: the subject's own steps did not fail but something it needs did (the model's training);
+- ``incomplete``: not run yet, or interrupted (run again; after a kill, ``snakemake --unlock`` first).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+COLUMNS = ["subject", "site", "split", "status", "step", "reason", "outputs"]
+
+
+def error_line(log_file) -> str:
+    """The one-line reason a rule failed, from its log ('' when the log shows no failure)."""
+    try:
+        lines = [line.strip() for line in Path(log_file).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line for line in lines if ": error:" in line or line.startswith("wmhflow ") and "error" in line]
+    if errors:
+        return errors[-1]
+    if any(line.startswith("Traceback") for line in lines):
+        return lines[-1]  # an unexpected crash: its exception line
+    return ""
+
+
+def _subject_targets(plan, subject) -> list[str]:
+    """What one subject should have: the plan's targets with it, minus those of a plan without subjects."""
+    from .plan import Plan
+
+    one = Plan(plan.config, plan.subjects.loc[[subject]])
+    none = Plan(plan.config, plan.subjects.iloc[:0])
+    shared = set(none.all_targets())
+    return [plan.check_file(subject)] + [t for t in one.all_targets() if t not in shared]
+
+
+def subject_status(plan, subject) -> dict:
+    row = plan.subjects.loc[subject]
+    targets = _subject_targets(plan, subject)
+    present = sum(Path(t).exists() for t in targets)
+    status = {"subject": subject, "site": row["site"], "split": row["split"], "outputs": f"{present}/{len(targets)}",
+              "status": "done", "step": "", "reason": ""}
+    if present == len(targets):
+        return status
+    for log_file in plan.subject_logs(subject):
+        reason = error_line(log_file)
+        if reason:
+            return dict(status, status="failed", step=Path(log_file).parent.name, reason=reason)
+    train_log = plan.train_log()
+    if plan.trains_model and row["split"] in ("test", "predict") and not Path(plan.model_file()).exists():
+        reason = error_line(train_log)
+        if reason:
+            return dict(status, status="blocked", step="train", reason=reason)
+    return dict(status, status="incomplete", reason="not run, or interrupted: run again")
+
+
+def status_table(plan) -> pd.DataFrame:
+    return pd.DataFrame([subject_status(plan, s) for s in plan.subjects.index], columns=COLUMNS)
+
+
+def write_status(plan, stream=sys.stderr) -> pd.DataFrame:
+    """Write ``group/status.tsv`` and print the subjects that did not finish (called when a run ends)."""
+    from .io import atomic_output
+
+    table = status_table(plan)
+    path = Path(plan.status_file())
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    bad = table[table["status"] != "done"]
+    print(f"wmhflow: {len(table) - len(bad)} of {len(table)} subjects finished; status table {path}", file=stream)
+    for _, r in bad.iterrows():
+        print(f"  sub-{r['subject']}  {r['status']}  {r['step'] or '-'}  {r['reason']}", file=stream)
+    return table
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser) -> None:
+    parser.add_argument("--configfile", default="config.yaml", help="the run's config file (default: config.yaml)")
+    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="the run's --config values (YAML values, as snakemake reads them)")
+    parser.add_argument("-o", "--output", help="also write the table here")
+
+
+def main(args) -> int:
+    import yaml
+
+    from .cohort import subjects_for_workflow
+    from .config import validate
+    from .errors import ConfigError
+    from .io import atomic_output
+    from .plan import Plan
+
+    try:
+        config = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError("configfile", f"{args.configfile}: {exc.strerror}") from None
+    for item in args.config:
+        key, _, value = item.partition("=")
+        loaded = yaml.safe_load(value) if value else None
+        if isinstance(loaded, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **loaded}
+        else:
+            config[key] = loaded
+    validate(config)
+    plan = Plan(config, subjects_for_workflow(config))
+    table = status_table(plan)
+    text = table.to_csv(sep="\t", index=False)
+    if args.output:
+        with atomic_output(args.output) as tmp:
+            tmp.write_text(text)
+    sys.stdout.write(text)
+    return 0 if (table["status"] == "done").all() else 1
