@@ -110,7 +110,7 @@ def coerce(value, schema: dict):
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
-        if _json_type(parsed) in types or (_json_type(parsed) == "integer" and "number" in types):
+        if not isinstance(parsed, str):  # '30' -> 30, '25.5' -> 25.5 (then refused as not an integer)
             value = parsed
     elif isinstance(value, str) and "null" in types and value in ("null", "~", "None"):
         value = None
@@ -126,6 +126,8 @@ def _fill_defaults(config: dict, schema: dict) -> None:
     for key, sub in schema.get("properties", {}).items():
         if key not in config and "default" in sub:
             config[key] = copy.deepcopy(sub["default"])
+        elif key not in config and sub.get("type") == "object" and "properties" in sub:
+            config[key] = {}  # a section left out of the user's config file: all its defaults
         if isinstance(config.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(config[key], sub)
 
