@@ -22,4 +22,4 @@ rule check_subject:
         bench("check_subject")
     shell:
         "wmhflow check --subject {wildcards.subject} --flair {input.flair:q} --t1 {input.t1:q} "
-        "--reference {params.reference:q} --output {output:q} > {log:q} 2>&1"
+        "--reference={params.reference:q} --output {output:q} > {log:q} 2>&1"

@@ -91,5 +91,5 @@ rule qc:
     benchmark:
         bench(f"qc_{MODEL}")
     shell:
-        "wmhflow qc --flair {input.flair:q} --mask {input.mask:q} --reference {params.reference:q} "
+        "wmhflow qc --flair {input.flair:q} --mask {input.mask:q} --reference={params.reference:q} "
         "--title {params.title:q} --slices {params.slices:q} --output {output:q} > {log:q} 2>&1"
