@@ -132,6 +132,18 @@ def test_implausible_t1_voxels_name_the_t1(tmp_path, capsys, good):
     assert code == 2 and f"{t1}: T1 voxel size 192 mm" in lines[0]
 
 
+def test_too_thin_to_register_onto_is_refused_at_the_check_and_by_align(tmp_path, capsys):
+    flair = write_nifti(tmp_path / "thin.nii.gz", head((12, 12, 3)))
+    t1 = write_nifti(tmp_path / "t1_own_grid.nii.gz", head((10, 10, 8), 50.0), np.diag([1.2, 1.2, 1.0, 1.0]))
+    code, lines, _ = run_check(tmp_path, capsys, flair, t1)
+    assert code == 2 and f"{flair}: FLAIR has 3 voxels along axis 2" in lines[0] and "needs at least 4" in lines[0]
+    out = tmp_path / "aligned.nii.gz"
+    assert cli(["align-t1", "--flair", str(flair), "--t1", str(t1), "--output", str(out)]) == 2
+    assert "FLAIR has 3 voxels along axis 2" in capsys.readouterr().err and not out.exists()
+    on_grid = write_nifti(tmp_path / "t1_on_grid.nii.gz", head((12, 12, 3), 50.0))
+    assert run_check(tmp_path, capsys, flair, on_grid)[0] == 0  # no registration needed: fine
+
+
 # ------------------------------------------------------------------------------------ signal
 @pytest.mark.parametrize("data, problem", [
     (np.zeros(SHAPE, np.float32), "is constant (every voxel is 0)"),

@@ -9,7 +9,8 @@ the same label check (:func:`wmhflow.io.label_array`).
 What is checked, beyond what :func:`wmhflow.io.load_nifti` refuses for any image (missing, corrupt,
 not 3D, NaN/Inf, no orientation, a single slice, implausible voxel sizes):
 - FLAIR and T1 have signal: not constant (a blank or zero-filled image) and a head is found;
-- the T1 is not the FLAIR file itself;
+- the T1 is not the FLAIR file itself, and when it is on another grid (to be registered), both images
+  have the 4 voxels per axis the registration needs;
 - the reference is on the FLAIR's voxel grid and a label image of 0, 1, 2.
 """
 
@@ -24,7 +25,8 @@ import nibabel as nib
 import numpy as np
 
 from .errors import InputError
-from .io import atomic_output, label_array, load_nifti, require_same_grid, voxels
+from .io import atomic_output, label_array, load_nifti, require_same_grid, same_grid, voxels
+from .preprocess.align import require_registrable
 
 log = logging.getLogger(__name__)
 #: A head covering less than this fraction of the volume is no head (a few bright specks in air).
@@ -77,6 +79,10 @@ def check_images(flair, t1=None, reference=None) -> tuple[dict, list[str]]:
             t1_img = load_nifti(t1, "T1")
             found["t1"] = _describe(t1_img, t1)
             found["t1"]["head_fraction"] = round(require_signal(t1_img, t1, "T1"), 4)
+            if flair_img is not None and not same_grid(t1_img, flair_img):  # it will be registered
+                require_registrable(flair_img, flair, "FLAIR")
+                require_registrable(t1_img, t1, "T1")
+            found["t1"]["on_flair_grid"] = flair_img is not None and same_grid(t1_img, flair_img)
         attempt(check_t1)
     if reference:
         def check_reference():
