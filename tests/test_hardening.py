@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -392,3 +393,34 @@ def test_a_directory_named_like_an_image(tmp_path, capsys, good):
     folder.mkdir()
     code, lines, _ = run_check(tmp_path, capsys, good[0], folder)
     assert code == 2 and f"{folder}: T1 path is not a file" in lines[0]
+
+
+# ------------------------------------------------------------------------------- status table
+def test_status_table_from_the_plan_and_the_logs(tmp_path):
+    import pandas as pd
+
+    from wmhflow.plan import Plan
+    from wmhflow.status import status_table
+
+    subjects = pd.DataFrame({"site": ["A"] * 4, "flair": ["f"] * 4, "t1": ["t"] * 4, "reference": ["r", "r", "", ""],
+                             "split": ["train", "test", "predict", "predict"]},
+                            index=pd.Index(["01", "02", "03", "04"], name="subject"))
+    plan = Plan({"results": str(tmp_path / "results"), "model": {"name": "fcn2d", "checkpoint": None}}, subjects)
+    for target in [plan.check_file("01")] + [t for t in plan.preprocess_targets() if "sub-01" in t]:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text("")
+    failing = Path(plan.log("bias_correct_FLAIR", "02"))
+    failing.parent.mkdir(parents=True)
+    failing.write_text("12:00:00 INFO start\nwmhflow bias-correct: error: /data/02.nii.gz: FLAIR is broken\n")
+    crashed = Path(plan.log("tophat", "04"))
+    crashed.parent.mkdir(parents=True)
+    crashed.write_text("Traceback (most recent call last):\n  File x\nMemoryError: out of memory\n")
+    train = Path(plan.train_log())
+    train.parent.mkdir(parents=True)
+    train.write_text("wmhflow train: error: config 'train': no slices\n")
+    table = status_table(plan).set_index("subject")
+    assert table.loc["01", "status"] == "done" and table.loc["01", "outputs"] == "7/7"
+    assert tuple(table.loc["02", ["status", "step"]]) == ("failed", "bias_correct_FLAIR")
+    assert table.loc["02", "reason"] == "wmhflow bias-correct: error: /data/02.nii.gz: FLAIR is broken"
+    assert tuple(table.loc["03", ["status", "step"]]) == ("blocked", "train") and "no slices" in table.loc["03", "reason"]
+    assert tuple(table.loc["04", ["status", "reason"]]) == ("failed", "MemoryError: out of memory")
