@@ -52,6 +52,12 @@ def small_cohort(tmp_path_factory):
     return out, table
 
 
+def pytest_collection_modifyitems(config, items):
+    """The real-SLURM test runs last: once its cluster is stopped, every later `snakemake` call would
+    wait ~9 s in the SLURM executor plugin's import for a controller that no longer answers."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads(monkeypatch):
     # Two cores are shared by everything in CI: keep BLAS/torch from oversubscribing them.

@@ -46,7 +46,7 @@ def pyproject_dependencies() -> dict[str, SpecifierSet]:
     project = pyproject()
     reqs = [Requirement(r) for r in project["dependencies"]]
     for extra, entries in project.get("optional-dependencies", {}).items():
-        if extra in ("workflow", "test", "dev", "docs"):
+        if extra in ("workflow", "slurm", "test", "dev", "docs"):
             continue
         reqs += [Requirement(r) for r in entries if canonicalize_name(Requirement(r).name) != "wmhflow"]
     deps: dict[str, SpecifierSet] = {}

@@ -57,16 +57,6 @@ def n4_correct_array(img, data=None, mask=None, shrink=SHRINK, iterations=ITERAT
     return corrected.astype(np.float32), field
 
 
-def n4_correct(img, mask=None, shrink=SHRINK, iterations=ITERATIONS, control_points=CONTROL_POINTS, threads=0):
-    """The N4-corrected image (float32, same grid and header as ``img``)."""
-    import nibabel as nib
-
-    corrected, _ = n4_correct_array(img, None, mask, shrink, iterations, control_points, threads)
-    header = img.header.copy()
-    header.set_data_dtype(np.float32)
-    return nib.Nifti1Image(corrected, img.affine, header)
-
-
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
         try:

@@ -11,7 +11,6 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from ..io import voxels
 
 
 def head_mask_array(data: np.ndarray) -> np.ndarray:
@@ -37,8 +36,3 @@ def head_mask_array(data: np.ndarray) -> np.ndarray:
         sizes[0] = 0
         mask = labels == np.argmax(sizes)
     return mask
-
-
-def head_mask(img) -> np.ndarray:
-    """Boolean head mask on the image's grid."""
-    return head_mask_array(voxels(img))
