@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import require_signal
-from .errors import InputError
+from .checks import check_images
+from .errors import InputError, WmhflowError
 from .io import load_nifti, save_like, voxels
 from .paths import bids_path
 from .preprocess.bias import ITERATIONS, SHRINK
@@ -54,11 +54,11 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     subject = subject or subject_id(flair_path)
     if not re.fullmatch(r"[A-Za-z0-9]+", subject):
         raise InputError(flair_path, f"subject id {subject!r} must be alphanumeric (BIDS label)")
+    problems = check_images(flair_path, t1_path)[1]  # the workflow's check step, for this one subject
+    if problems:
+        raise WmhflowError("; ".join(problems))
     flair = load_nifti(flair_path, "FLAIR")
-    require_signal(flair, flair_path, "FLAIR")  # the workflow's check step, for one subject
     t1 = load_nifti(t1_path, "T1") if t1_path else None
-    if t1 is not None:
-        require_signal(t1, t1_path, "T1")
     model, meta = load_model(model_path)
     channels = meta.get("channels", "flair,t1,tophat")
     if t1 is None and "t1" in channels:
