@@ -162,7 +162,6 @@ def small_tsv(tmp_path_factory):
 
 @pytest.mark.parametrize("extra, message", [
     (["tophatt={area: 3}"], "config 'tophatt': unknown key; did you mean 'tophat'?"),
-    (["train={overrides: {iteratons: 5}}"], "config 'train.overrides.iteratons': unknown key"),
     (["tophat={area: 25.0}"], "config 'tophat.area': 25.0 is not of type integer"),
 ])  # every other config case: test_hardening.py::test_config_mistakes_name_the_key, without Snakemake
 def test_config_mistakes_stop_planning_naming_the_key(small_tsv, extra, message):
