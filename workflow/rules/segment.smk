@@ -1,4 +1,5 @@
-# FCN inference per subject (a GPU rule): probability map and mask on the FLAIR's grid.
+# FCN inference per subject (a GPU rule): probability map and mask on the FLAIR's grid, and the mask's
+# JSON sidecar (threshold used, flips, models of an ensemble, post-processing).
 
 
 rule segment:
@@ -10,12 +11,16 @@ rule segment:
     output:
         probseg=PLAN.probseg(),
         mask=PLAN.mask(),
+        sidecar=PLAN.mask_sidecar(),
     params:
         device=config["segment"]["device"],
         precision=config["segment"]["precision"],
         batch_size=config["segment"]["batch_size"],
         crop_margin=config["segment"]["crop_margin"],
-        threshold=config["segment"]["threshold"],
+        threshold=PLAN.segment_params()["threshold"],
+        tta=PLAN.segment_params()["tta"],
+        min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
+        min_depth_mm=PLAN.segment_params()["min_depth_mm"],
     threads: config["segment"]["threads"]
     resources:
         gpu=1,
@@ -31,4 +36,6 @@ rule segment:
         "wmhflow infer --flair {input.flair} --t1 {input.t1} --tophat {input.tophat} "
         "--model {input.model} --probseg {output.probseg} --mask {output.mask} "
         "--device {params.device} --precision {params.precision} --batch-size {params.batch_size} "
-        "--crop-margin {params.crop_margin} --threshold {params.threshold} --threads {threads} > {log} 2>&1"
+        "--crop-margin {params.crop_margin} --threshold {params.threshold} --tta {params.tta} "
+        "--min-lesion-mm3 {params.min_lesion_mm3} --min-depth-mm {params.min_depth_mm} "
+        "--threads {threads} > {log} 2>&1"
