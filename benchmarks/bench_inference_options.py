@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="fcn2d")
     parser.add_argument("--ensemble-with", nargs="*", default=[], help="more model files for the ensemble rows")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-test-subjects", type=int, default=None, help="score only the first N test subjects")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/inference_options.csv"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     n_val = int(meta.get("train", {}).get("validation_subjects", 1))
     train_ids = subjects.loc[subjects["split"] == "train", "subject"].tolist()
     val_ids, test_ids = train_ids[:n_val], subjects.loc[subjects["split"] == "test", "subject"].tolist()
+    test_ids = test_ids[:args.max_test_subjects]
     rows = []
 
     def files(subject):
