@@ -133,6 +133,22 @@ def test_config_log_and_curve_beside_the_model(short_run):
     assert meta["train"] == resolved and meta["name"] == "tiny"
 
 
+def test_threshold_calibrated_on_the_validation_subject_is_stored(short_run, cohort):
+    from wmhflow import calibration
+
+    out, _ = short_run
+    _, meta = load_model(out / "model.pt")
+    stored = meta["calibration"]
+    assert stored["subjects"] == 1 and set(stored["thresholds"]) == {"none", "flip"}
+    model, _ = load_model(out / "model.pt")
+    held = cohort[0]  # validation_subjects 1: the first training subject never trains the weights
+    volumes = {k: np.asarray(nib.load(str(held[k])).dataobj) for k in ("flair", "t1", "tophat")}
+    reference = np.asarray(nib.load(str(held["reference"])).dataobj)
+    prob = infer.predict_volume(model, volumes, meta["channels"], "cpu", "auto", 8)
+    assert stored["thresholds"]["none"] == calibration.choose_threshold([prob], [reference])["threshold"]
+    assert calibration.stored_threshold(meta, "none") == stored["thresholds"]["none"]
+
+
 def test_resume_gives_the_same_model(tmp_path, cohort, short_run):
     straight, straight_rows = short_run
     out = tmp_path / "resumed"

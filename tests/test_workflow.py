@@ -207,6 +207,28 @@ def test_reprocessing_with_an_existing_model_skips_training(pipeline):
     assert set(comparison["model"]) == {"fcn2d", "reused"}
 
 
+@pytest.mark.slow
+def test_ensemble_of_two_checkpoints_in_the_workflow(pipeline):
+    """model.checkpoint as a list: the rule passes both files; an ensemble of one model twice gives that
+    model's masks, and each mask's JSON sidecar names both files and the threshold used."""
+    import json
+
+    root, _, _ = pipeline
+    model = root / "out/models/fcn2d/model.pt"
+    (root / "ensemble.yaml").write_text((root / "quick.yaml").read_text()
+                                        + f"model: {{name: twice, checkpoint: [{model}, {model}]}}\n")
+    run = snakemake(root, "--configfile", str(root / "ensemble.yaml"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    masks = sorted((root / "out").glob("sub-*/anat/*_desc-fcn2d_label-WMH_mask.nii.gz"))
+    assert masks
+    for mask in masks:
+        twice = mask.with_name(mask.name.replace("desc-fcn2d", "desc-twice"))
+        assert np.array_equal(np.asarray(nib.load(str(mask)).dataobj), np.asarray(nib.load(str(twice)).dataobj))
+        record = json.loads(twice.with_name(twice.name.replace(".nii.gz", ".json")).read_text())
+        single = json.loads(mask.with_name(mask.name.replace(".nii.gz", ".json")).read_text())
+        assert record["Sources"] == [str(model), str(model)] and record["Threshold"] == single["Threshold"]
+
+
 def _chromium():
     """Debian's headless Chromium; installed with apt-get when missing (CI runs as root)."""
     import shutil

@@ -1,4 +1,5 @@
-# FCN inference per subject (a GPU rule): probability map and mask on the FLAIR's grid.
+# FCN inference per subject (a GPU rule): probability map and mask on the FLAIR's grid, and the mask's
+# JSON sidecar (threshold used, flips, models of an ensemble, post-processing).
 
 
 rule segment:
@@ -10,12 +11,16 @@ rule segment:
     output:
         probseg=PLAN.probseg(),
         mask=PLAN.mask(),
+        sidecar=PLAN.mask_sidecar(),
     params:
         device=config["segment"]["device"],
         precision=config["segment"]["precision"],
         batch_size=config["segment"]["batch_size"],
         crop_margin=config["segment"]["crop_margin"],
-        threshold=config["segment"]["threshold"],
+        threshold=PLAN.segment_params()["threshold"],
+        tta=PLAN.segment_params()["tta"],
+        min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
+        min_depth_mm=PLAN.segment_params()["min_depth_mm"],
     threads: config["segment"]["threads"]
     resources:
         gpu=1,
@@ -31,4 +36,6 @@ rule segment:
         "wmhflow infer --flair {input.flair:q} --t1 {input.t1:q} --tophat {input.tophat:q} "
         "--model {input.model:q} --probseg {output.probseg:q} --mask {output.mask:q} "
         "--device {params.device:q} --precision {params.precision:q} --batch-size {params.batch_size:q} "
-        "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --threads {threads} > {log:q} 2>&1"
+        "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --tta {params.tta:q} "
+        "--min-lesion-mm3 {params.min_lesion_mm3:q} --min-depth-mm {params.min_depth_mm:q} "
+        "--threads {threads} > {log:q} 2>&1"

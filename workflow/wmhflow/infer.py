@@ -10,6 +10,17 @@ the uncropped one to rounding; a smaller margin is faster and moves a few voxels
 Runs under ``torch.inference_mode`` in channels-last memory format (fastest for these convolutions on
 CPU and GPU alike); bf16 autocast on CUDA (``precision: auto``), on CPU only when asked, since it
 moves a few boundary voxels. A CUDA out-of-memory error (and only that) retries with half the batch.
+
+Test-time flips (``tta="flip"``): each slice is also run mirrored left-right and the mirrored output
+mirrored back and averaged with the plain one. The mirror is along the voxel axis that runs left-right
+in the FLAIR's own affine (:func:`left_right_axis`), never an assumed axis: a left-right mirror shows
+the network a brain as plausible as the original (hemispheres are near-symmetric and WMH occur on both
+sides), whereas mirroring the anterior-posterior or superior-inferior axis would show it upside-down
+anatomy that training (rotations of +-10 degrees) never showed. That the voxel mirror is about the
+array's centre rather than the brain's midline does not matter to a fully convolutional network. When
+left-right is the slice axis (sagittal slices) no in-plane flip is a mirror of the brain and the flip
+is skipped (a warning says so). Several models (an ensemble) are averaged the same way: the mask is
+thresholded on the mean probability of every model and flip.
 """
 
 from __future__ import annotations
@@ -17,14 +28,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
+from .calibration import DEFAULT_THRESHOLD, stored_threshold
 from .device import autocast_dtype, pick_device, prepare, set_threads
-from .errors import InputError
-from .io import load_nifti, require_same_grid, save_like
+from .errors import ConfigError, InputError
+from .io import atomic_output, load_nifti, require_same_grid, save_like
 from .model import load_model
+from .postprocess import clean_mask, voxel_volume_mm3
 from .slices import colour_slices, required_volumes, to_input
 
 log = logging.getLogger(__name__)
@@ -36,6 +51,25 @@ EXACT_MARGIN = 64
 CROP_MARGIN = EXACT_MARGIN
 #: the network's total stride: crop boxes start on multiples of it so that poolings see the same grid
 STRIDE = 8
+
+
+TTA_MODES = ("none", "flip")
+#: post-processing defaults: off. On the demo cohort (benchmarks/results/inference_options.csv) a minimum
+#: volume traded lesion recall for precision without raising F1 on the test subjects, and no component lay
+#: near the head surface; both stay available for cohorts with specks or scalp false positives.
+MIN_LESION_MM3 = 0.0
+MIN_DEPTH_MM = 0.0
+
+
+def left_right_axis(affine):
+    """The in-plane voxel axis (0 or 1) that runs left-right in world space, or None if it is the slice axis.
+
+    From the affine's closest orientation (nibabel's ``io_orientation``: world axis 0 is R-L in RAS),
+    so oblique, permuted and LPS-stored grids all get their real left-right axis.
+    """
+    world_axis = nib.orientations.io_orientation(np.asarray(affine))[:, 0]
+    axis = int(np.flatnonzero(world_axis == 0)[0])
+    return axis if axis in (0, 1) else None
 
 
 def _box(mask_any, margin, align, size):
@@ -71,18 +105,42 @@ def _forward(model, batch, device, amp):
     return torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
 
 
+def _averaged(models, chunk, device, amp, forward, flip_axis):
+    """Mean probability (N, H, W) over the models and, when ``flip_axis`` is set, their mirrored passes."""
+    total = None
+    for model in models:
+        passes = [forward(model, chunk, device, amp)]
+        if flip_axis is not None:  # mirror the slice's axis flip_axis (chunk axis 2 + flip_axis) and back
+            mirrored = forward(model, np.flip(chunk, 2 + flip_axis), device, amp)
+            passes.append(np.flip(mirrored, 1 + flip_axis))
+        for out in passes:
+            total = out.astype(np.float32) if total is None else total + out
+    return total / (len(models) * (2 if flip_axis is not None else 1))
+
+
 def predict_volume(model, volumes: dict, channels: str, device="auto", precision="auto", batch_size=4,
-                   crop=True, forward=_forward, crop_margin=CROP_MARGIN) -> np.ndarray:
+                   crop=True, forward=_forward, crop_margin=CROP_MARGIN, tta="none", flip_axis=None) -> np.ndarray:
     """WMH probability (X, Y, Z) float32 for uint8 volumes (X, Y, Z) on one grid.
 
-    ``crop``: skip slices without head and crop each batch to its head box widened by ``crop_margin``
-    (False: every slice whole, for reference). ``forward(model, uint8 batch, device, autocast dtype)``
-    returns the probabilities of a batch (injectable for tests).
+    ``model``: one network or a list of them (an ensemble: probabilities averaged). ``crop``: skip
+    slices without head and crop each batch to its head box widened by ``crop_margin`` (False: every
+    slice whole, for reference). ``tta``: "none" or "flip" (also run each slice mirrored along voxel
+    axis ``flip_axis``, 0 or 1, the left-right axis from :func:`left_right_axis`; None skips the flip).
+    ``forward(model, uint8 batch, device, autocast dtype)`` returns the probabilities of a batch
+    (injectable for tests).
     """
+    if tta not in TTA_MODES:
+        raise ConfigError("segment.tta", f"{tta!r} is not one of {', '.join(TTA_MODES)}")
+    if tta == "flip" and flip_axis is None:
+        log.warning("test-time flip skipped: left-right is the slice axis of this grid, no in-plane mirror")
+    flip_axis = None if tta == "none" else flip_axis
+    if flip_axis not in (None, 0, 1):
+        raise ValueError(f"flip_axis must be 0, 1 or None, got {flip_axis!r}")
     device = pick_device(device) if isinstance(device, str) else torch.device(device)
     amp = autocast_dtype(device, precision)
     prepare(device)
-    model = model.to(device).to(memory_format=torch.channels_last).eval()
+    models = [m.to(device).to(memory_format=torch.channels_last).eval()
+              for m in (model if isinstance(model, (list, tuple)) else [model])]
     flair = np.asarray(volumes["flair"])
     head = flair > 0
     prob = np.zeros(flair.shape, np.float32)
@@ -105,7 +163,7 @@ def predict_volume(model, volumes: dict, channels: str, device="auto", precision
             chunk = images[ks][:, :, xs, ys]
             out_of_memory = False
             try:
-                out = forward(model, chunk, device, amp)
+                out = _averaged(models, chunk, device, amp, forward, flip_axis)
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
@@ -121,9 +179,12 @@ def predict_volume(model, volumes: dict, channels: str, device="auto", precision
             done += len(ks)
             pixels += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
     prob[~head] = 0.0
-    log.info("FCN on %d of %d slices (%.0f%% of their pixels after cropping) in %.1f s on %s%s", len(slices),
-             flair.shape[2], 100.0 * pixels / max(1, len(slices) * flair.shape[0] * flair.shape[1]),
-             time.perf_counter() - start, device, " (bf16)" if amp is not None else "")
+    passes = len(models) * (2 if flip_axis is not None else 1)
+    log.info("FCN on %d of %d slices (%.0f%% of their pixels after cropping) in %.1f s on %s%s; %d pass(es) "
+             "per slice (%d model(s)%s)", len(slices), flair.shape[2],
+             100.0 * pixels / max(1, len(slices) * flair.shape[0] * flair.shape[1]), time.perf_counter() - start,
+             device, " (bf16)" if amp is not None else "", passes, len(models),
+             f", flipped along voxel axis {flip_axis}" if flip_axis is not None else "")
     return prob
 
 
@@ -145,33 +206,145 @@ def load_volumes(flair, t1, tophat, channels):
     return volumes, flair_img
 
 
+def load_models(paths):
+    """(models, metas) of one or several model files; an ensemble must share its input channels."""
+    paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") else list(paths)
+    if not paths:
+        raise ConfigError("model.checkpoint", "no model file given")
+    models, metas = [], []
+    for path in paths:
+        model, meta = load_model(path)
+        channels = meta.get("channels", "flair,t1,tophat")
+        if metas and channels != metas[0].get("channels", "flair,t1,tophat"):
+            raise InputError(path, f"model channels {channels} differ from those of {paths[0]} "
+                                   f"({metas[0].get('channels', 'flair,t1,tophat')}): an ensemble needs one channel set")
+        models.append(model)
+        metas.append(meta)
+    return models, metas
+
+
+def parse_threshold(value):
+    """None ("auto": the model's calibrated threshold) or a probability in (0, 1)."""
+    if value is None or str(value).strip().lower() in ("auto", "none", "null", ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError("segment.threshold", f"{value!r} is neither 'auto' nor a number") from None
+    if not 0.0 < number < 1.0:
+        raise ConfigError("segment.threshold", f"{number} is not strictly between 0 and 1")
+    return number
+
+
+def resolve_threshold(setting, metas, tta: str):
+    """(threshold, where it comes from): an explicit setting wins; else the models' calibrated one.
+
+    An ensemble uses the mean of its members' calibrated thresholds; a model file without calibration
+    (older files, or trained without validation subjects) gives the conventional 0.5.
+    """
+    explicit = parse_threshold(setting)
+    if explicit is not None:
+        return explicit, "set explicitly (segment.threshold / --threshold)"
+    stored = [stored_threshold(meta, tta) for meta in metas]
+    if any(value is None for value in stored):
+        return DEFAULT_THRESHOLD, "default 0.5 (the model file stores no calibrated threshold)"
+    value = float(np.mean(stored))
+    return value, (f"calibrated on the validation subjects (tta {tta})" if len(stored) == 1
+                   else f"mean of the {len(stored)} models' calibrated thresholds (tta {tta})")
+
+
+def make_mask(prob, flair_8bit, zooms, threshold, min_lesion_mm3=MIN_LESION_MM3, min_depth_mm=MIN_DEPTH_MM):
+    """(uint8 mask, post-processing report) of a probability map: threshold, then :func:`clean_mask`."""
+    mask, report = clean_mask(np.asarray(prob) >= threshold, zooms, np.asarray(flair_8bit) > 0,
+                              float(min_lesion_mm3), float(min_depth_mm))
+    return mask.astype(np.uint8), report
+
+
+def sidecar_path(mask_path):
+    """The JSON beside a NIfTI output: ``x_mask.nii.gz`` -> ``x_mask.json``."""
+    path = Path(mask_path)
+    name = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
+    return path.with_name(name + ".json")
+
+
+def write_sidecar(mask_path, record: dict) -> Path:
+    path = sidecar_path(mask_path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def inference_record(model_paths, metas, tta, flip_axis, threshold, threshold_source, min_lesion_mm3,
+                     min_depth_mm, report, mask, zooms, seconds) -> dict:
+    """What made a mask, for the JSON sidecar beside it (BIDS derivatives: Sources and parameters)."""
+    return {"Sources": [str(p) for p in model_paths], "Models": [m.get("name") for m in metas],
+            "TestTimeAugmentation": tta, "FlipVoxelAxis": flip_axis, "Threshold": threshold,
+            "ThresholdSource": threshold_source, "MinLesionVolume_mm3": float(min_lesion_mm3),
+            "MinDepth_mm": float(min_depth_mm), "PostProcessing": report,
+            "WMHVolume_mL": float(np.count_nonzero(mask) * voxel_volume_mm3(zooms) / 1000.0),
+            "FCNSeconds": round(float(seconds), 2)}
+
+
+def add_postprocessing_arguments(parser) -> None:
+    """The flags ``wmhflow infer`` and ``wmhflow segment`` share (defaults = the config schema's)."""
+    parser.add_argument("--tta", default="none", choices=TTA_MODES,
+                        help="test-time augmentation: none, or flip (also the left-right mirror; 2x the FCN time)")
+    parser.add_argument("--threshold", default="auto",
+                        help="probability from which a voxel is WMH; auto: the one stored with the model "
+                             "(chosen on its validation subjects), 0.5 for models without one")
+    parser.add_argument("--min-lesion-mm3", type=float, default=MIN_LESION_MM3,
+                        help="remove 26-connected components smaller than this volume (mm^3; 0: keep all)")
+    parser.add_argument("--min-depth-mm", type=float, default=MIN_DEPTH_MM,
+                        help="remove components with no voxel this deep inside the head (mm; 0: off)")
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--flair", required=True, help="8-bit FLAIR")
     parser.add_argument("--t1", help="8-bit T1 on the FLAIR grid")
     parser.add_argument("--tophat", help="top-hat of the 8-bit FLAIR")
-    parser.add_argument("--model", required=True, help="model.pt written by 'wmhflow train'")
+    parser.add_argument("--model", required=True, nargs="+",
+                        help="model.pt written by 'wmhflow train'; several: an ensemble (probabilities averaged)")
     parser.add_argument("--probseg", required=True, help="output WMH probability (float32)")
-    parser.add_argument("--mask", required=True, help="output WMH mask (uint8 0/1)")
+    parser.add_argument("--mask", required=True, help="output WMH mask (uint8 0/1), with a JSON sidecar beside it")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threshold", type=float, default=0.5)
+    add_postprocessing_arguments(parser)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--crop-margin", type=int, default=CROP_MARGIN,
                         help=f"pixels kept around the head when cropping (>= {EXACT_MARGIN}: same result "
                              f"as no cropping; smaller is faster)")
 
 
+def check_postprocessing_arguments(args) -> None:
+    for key, value in (("min_lesion_mm3", args.min_lesion_mm3), ("min_depth_mm", args.min_depth_mm)):
+        if not np.isfinite(value) or value < 0:
+            raise ConfigError(f"segment.{key}", f"{value} must be a number >= 0")
+    parse_threshold(args.threshold)
+
+
 def main(args) -> int:
+    check_postprocessing_arguments(args)
     set_threads(args.threads)
-    model, meta = load_model(args.model)
-    channels = meta.get("channels", "flair,t1,tophat")
+    models, metas = load_models(args.model)
+    channels = metas[0].get("channels", "flair,t1,tophat")
+    threshold, source = resolve_threshold(args.threshold, metas, args.tta)
     volumes, flair_img = load_volumes(args.flair, args.t1, args.tophat, channels)
-    prob = predict_volume(model, volumes, channels, args.device, args.precision, args.batch_size,
-                          crop_margin=args.crop_margin)
+    flip_axis = left_right_axis(flair_img.affine)
+    started = time.perf_counter()
+    prob = predict_volume(models, volumes, channels, args.device, args.precision, args.batch_size,
+                          crop_margin=args.crop_margin, tta=args.tta, flip_axis=flip_axis)
+    seconds = time.perf_counter() - started
+    zooms = flair_img.header.get_zooms()[:3]
+    mask, report = make_mask(prob, volumes["flair"], zooms, threshold, args.min_lesion_mm3, args.min_depth_mm)
+    record = inference_record(args.model, metas, args.tta, flip_axis if args.tta == "flip" else None, threshold,
+                              source, args.min_lesion_mm3, args.min_depth_mm, report, mask, zooms, seconds)
     save_like(prob, flair_img, args.probseg, np.float32)
-    save_like((prob >= args.threshold).astype(np.uint8), flair_img, args.mask, np.uint8)
-    settings = {k: v for k, v in vars(args).items()}
-    settings.update(channels=channels, model_name=meta.get("name"), wmh_voxels=int((prob >= args.threshold).sum()))
+    save_like(mask, flair_img, args.mask, np.uint8)
+    write_sidecar(args.mask, record)
+    log.info("threshold %.2f (%s); post-processing removed %d small and %d superficial component(s), %d voxels",
+             threshold, source, report["removed_small"], report["removed_superficial"], report["removed_voxels"])
+    settings = dict(vars(args), channels=channels, model_names=[m.get("name") for m in metas],
+                    threshold_used=threshold, wmh_voxels=int(mask.sum()))
     log.info("settings: %s", json.dumps(settings))
     return 0

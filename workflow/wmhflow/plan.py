@@ -92,9 +92,20 @@ class Plan:
     def trains_model(self) -> bool:
         return not self.config["model"].get("checkpoint")
 
-    def model_file(self) -> str:
-        """The model the segment rule uses: config model.checkpoint, or the one trained here."""
-        return self.config["model"].get("checkpoint") or f"{self.model_dir}/model.pt"
+    def model_file(self):
+        """The model(s) the segment rule uses: config model.checkpoint (a file or a list of files, an
+        ensemble), or the one trained here."""
+        checkpoint = self.config["model"].get("checkpoint")
+        if isinstance(checkpoint, (list, tuple)):
+            return [str(c) for c in checkpoint]
+        return checkpoint or f"{self.model_dir}/model.pt"
+
+    def segment_params(self) -> dict:
+        """The inference settings of config 'segment' as the rule passes them to ``wmhflow infer``."""
+        segment = self.config.get("segment", {})
+        threshold = segment.get("threshold", "auto")
+        return {"tta": segment.get("tta", "none"), "threshold": "auto" if threshold is None else threshold,
+                "min_lesion_mm3": segment.get("min_lesion_mm3", 0), "min_depth_mm": segment.get("min_depth_mm", 0)}
 
     def require_model_source(self) -> None:
         """A run that segments needs a model: trained here from 'train' subjects, or model.checkpoint."""
@@ -115,6 +126,10 @@ class Plan:
 
     def mask(self, subject="{subject}") -> str:
         return self.out(subject, "mask", desc=self.model, label="WMH")
+
+    def mask_sidecar(self, subject="{subject}") -> str:
+        """The JSON beside the mask: threshold, flips, models and post-processing that made it."""
+        return self.out(subject, "mask", ".json", desc=self.model, label="WMH")
 
     def probseg(self, subject="{subject}") -> str:
         return self.out(subject, "probseg", desc=self.model, label="WMH")

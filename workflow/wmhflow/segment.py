@@ -41,15 +41,21 @@ def subject_id(flair_path) -> str:
 
 def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, align_mode="auto",
                     shrink=SHRINK, iterations=ITERATIONS, control_points=4, low_pct=0.5, high_pct=99.8,
-                    area=25, connectivity=1, device="auto", precision="auto", batch_size=8, crop_margin=16, threshold=0.5,
-                    keep_intermediates=False, threads=0) -> dict:
-    """Run the chain for one subject; returns {artifact name: path written}."""
-    from .model import load_model
+                    area=25, connectivity=1, device="auto", precision="auto", batch_size=8, crop_margin=16, threshold="auto",
+                    keep_intermediates=False, threads=0, tta="none", min_lesion_mm3=None, min_depth_mm=None) -> dict:
+    """Run the chain for one subject; returns {artifact name: path written}.
+
+    ``model_path``: one model file or a list (an ensemble). ``threshold``: "auto" (the model's
+    calibrated one) or a probability; ``tta``, ``min_lesion_mm3``, ``min_depth_mm``: as ``wmhflow infer``.
+    """
+    from . import infer
     from .preprocess.align import align_t1_to_flair
     from .preprocess.bias import n4_correct_array
     from .preprocess.quantize import requantize_array
     from .preprocess.tophat import area_tophat
-    from .infer import predict_volume
+
+    min_lesion_mm3 = infer.MIN_LESION_MM3 if min_lesion_mm3 is None else float(min_lesion_mm3)
+    min_depth_mm = infer.MIN_DEPTH_MM if min_depth_mm is None else float(min_depth_mm)
 
     subject = subject or subject_id(flair_path)
     if not re.fullmatch(r"[A-Za-z0-9]+", subject):
@@ -59,8 +65,11 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
         raise WmhflowError("; ".join(problems))
     flair = load_nifti(flair_path, "FLAIR")
     t1 = load_nifti(t1_path, "T1") if t1_path else None
-    model, meta = load_model(model_path)
+    model_paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
+    models, metas = infer.load_models(model_paths)
+    meta = metas[0]
     channels = meta.get("channels", "flair,t1,tophat")
+    threshold, threshold_source = infer.resolve_threshold(threshold, metas, tta)
     if t1 is None and "t1" in channels:
         raise InputError(flair_path, f"the model's channels {channels} need a T1 (--t1)")
     timings, volumes, written = {}, {}, {}
@@ -95,23 +104,33 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     if "t1" not in volumes:  # FLAIR-only channel sets never read it
         volumes["t1"] = np.zeros_like(volumes["flair"])
     started = time.perf_counter()
-    prob = predict_volume(model, volumes, channels, device, precision, batch_size, crop_margin=crop_margin)
+    flip_axis = infer.left_right_axis(flair.affine) if tta == "flip" else None
+    prob = infer.predict_volume(models, volumes, channels, device, precision, batch_size, crop_margin=crop_margin,
+                                tta=tta, flip_axis=flip_axis)
     step("fcn", started)
     name = meta.get("name") or "fcn2d"
     written["probseg"] = str(save_like(prob, flair, bids_path(out_dir, subject, "probseg", desc=name, label="WMH"),
                                        np.float32))
-    mask = (prob >= threshold).astype(np.uint8)
+    zooms = flair.header.get_zooms()[:3]
+    mask, report = infer.make_mask(prob, volumes["flair"], zooms, threshold, min_lesion_mm3, min_depth_mm)
     written["mask"] = str(save_like(mask, flair, bids_path(out_dir, subject, "mask", desc=name, label="WMH"),
                                     np.uint8))
-    volume_ml = float(mask.sum() * np.prod(flair.header.get_zooms()[:3]) / 1000.0)
-    log.info("sub-%s: %.2f mL of WMH; steps %s", subject, volume_ml, json.dumps(timings))
+    record = infer.inference_record(model_paths, metas, tta, flip_axis, threshold, threshold_source, min_lesion_mm3,
+                                    min_depth_mm, report, mask, zooms, timings["fcn"])
+    written["mask_json"] = str(infer.write_sidecar(written["mask"], record))
+    volume_ml = record["WMHVolume_mL"]
+    log.info("sub-%s: %.2f mL of WMH (threshold %.2f: %s); steps %s", subject, volume_ml, threshold,
+             threshold_source, json.dumps(timings))
     return written
 
 
 def add_arguments(parser) -> None:
+    from .infer import add_postprocessing_arguments
+
     parser.add_argument("--flair", required=True, help="FLAIR NIfTI (the output grid)")
     parser.add_argument("--t1", help="T1 NIfTI (any grid: registered onto the FLAIR when needed)")
-    parser.add_argument("--model", required=True, help="model.pt written by 'wmhflow train' / the workflow")
+    parser.add_argument("--model", required=True, nargs="+",
+                        help="model.pt written by 'wmhflow train' / the workflow; several: an ensemble")
     parser.add_argument("-o", "--out-dir", required=True, help="outputs go to OUT_DIR/sub-<id>/anat/")
     parser.add_argument("--subject", help="subject id (default: from the FLAIR's path)")
     parser.add_argument("--align", default="auto", choices=("auto", "always", "never"))
@@ -127,7 +146,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-margin", type=int, default=16,
                         help="pixels kept around the head when cropping (>= 64: exactly the uncropped result)")
-    parser.add_argument("--threshold", type=float, default=0.5)
+    add_postprocessing_arguments(parser)
     parser.add_argument("--keep-intermediates", action="store_true",
                         help="also write the aligned, N4, 8-bit and top-hat volumes")
     parser.add_argument("--threads", type=int, default=0, help="0: all cores")
@@ -135,12 +154,15 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from .device import set_threads
+    from .infer import check_postprocessing_arguments
 
+    check_postprocessing_arguments(args)
     set_threads(args.threads or None)
     written = segment_subject(args.flair, args.t1, args.model, args.out_dir, args.subject, args.align,
                               args.shrink, args.iterations, args.control_points, args.low_pct, args.high_pct,
                               args.area, args.connectivity, args.device, args.precision, args.batch_size,
-                              args.crop_margin, args.threshold, args.keep_intermediates, args.threads)
+                              args.crop_margin, args.threshold, args.keep_intermediates, args.threads, args.tta,
+                              args.min_lesion_mm3, args.min_depth_mm)
     for name, path in written.items():
         print(f"{name}\t{path}")
     return 0

@@ -325,6 +325,9 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
             return rows
     meta = {"name": model_config.get("name", "fcn2d"), "channels": channels, "train": settings,
             "model": model_config, "iterations": iteration}
+    # The mask threshold, chosen on the held-out validation subjects and stored with the model.
+    from .calibration import calibrate_model
+    meta["calibration"] = calibrate_model(model, list(zip(flairs, t1s, tophats, references))[:n_val], channels, dev)
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
     save_model(out_dir / "model.pt", model, meta)
     with atomic_output(out_dir / "config.yaml") as tmp:
