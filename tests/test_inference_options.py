@@ -312,3 +312,23 @@ def test_cli_defaults_equal_the_schema_and_config_defaults():
         args = parser.parse_args(required)
         for key in ("tta", "threshold", "min_lesion_mm3", "min_depth_mm"):
             assert getattr(args, key) == segment_schema[key]["default"] == config[key], (module.__name__, key)
+
+
+def test_config_accepts_a_list_of_checkpoints_and_command_line_thresholds(tmp_path, net):
+    from wmhflow import config as wmh_config
+
+    first = save_model(tmp_path / "a.pt", net, {"name": "a"})
+    second = save_model(tmp_path / "b.pt", net, {"name": "b"})
+    config = wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"),
+                                  "model": {"checkpoint": [str(first), str(second)]}})
+    assert config["model"]["checkpoint"] == [str(first), str(second)] and config["segment"]["threshold"] == "auto"
+    with pytest.raises(ConfigError, match=r"model.checkpoint.*missing.pt"):
+        wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"),
+                             "model": {"checkpoint": [str(first), str(tmp_path / "missing.pt")]}})
+    # --config 'segment={threshold: 0.3}' reaches the schema as the string '0.3'
+    for given, expected in (("0.3", 0.3), ("auto", "auto"), ("null", None)):
+        config = wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"), "segment": {"threshold": given}})
+        assert config["segment"]["threshold"] == expected
+    for bad in ("high", "1.5", 0):
+        with pytest.raises(ConfigError, match="segment.threshold"):
+            wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"), "segment": {"threshold": bad}})

@@ -114,6 +114,13 @@ def coerce(value, schema: dict):
             value = parsed
     elif isinstance(value, str) and "null" in types and value in ("null", "~", "None"):
         value = None
+    elif isinstance(value, str) and "anyOf" in schema:  # e.g. segment.threshold: a number, 'auto' or null
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        if not isinstance(parsed, str):
+            value = parsed
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         return {k: coerce(v, properties.get(k, {})) for k, v in value.items()}
@@ -181,8 +188,10 @@ def validate(config: dict) -> dict:
     if not low < high:
         raise ConfigError("requantize", f"low_percentile ({low}) must be below high_percentile ({high})")
     model = config.get("model", {})
-    if model.get("checkpoint") and not Path(model["checkpoint"]).expanduser().is_file():
-        raise ConfigError("model.checkpoint", f"{model['checkpoint']}: model file does not exist")
+    checkpoints = model.get("checkpoint") or []
+    for checkpoint in [checkpoints] if isinstance(checkpoints, str) else checkpoints:  # a list: an ensemble
+        if not Path(checkpoint).expanduser().is_file():
+            raise ConfigError("model.checkpoint", f"{checkpoint}: model file does not exist")
     pretrained = model.get("pretrained", "none")
     if pretrained not in ("none", "torchvision") and not Path(pretrained).expanduser().is_file():
         raise ConfigError("model.pretrained", f"{pretrained!r} is not none, torchvision or an existing file")
