@@ -2,13 +2,15 @@
 from snakemake.utils import validate
 
 from wmhflow import cohort as wmh_cohort
+from wmhflow.paths import PREFIX_PATTERN
 from wmhflow.plan import Plan, prepare_rule_environment
 
 
 prepare_rule_environment(workflow.basedir)
 validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 
-# One row per subject: site, flair, t1, reference (may be empty), split (train | test | predict).
+# One row per FLAIR acquisition, indexed by its output prefix (sub-01/[ses-2/]anat/sub-01[_ses-2]):
+# subject, session, site, flair, t1 and reference (may be empty), split (train | test | predict).
 SUBJECTS = wmh_cohort.subjects_for_workflow(config, workdir=os.getcwd())
 PLAN = Plan(config, SUBJECTS)
 RESULTS = PLAN.results
@@ -21,6 +23,13 @@ subject_file = subject_value = PLAN.subject_column  # raw files as inputs, other
 subjects_in = PLAN.subjects_in
 
 
+# Snakemake's own start hook: the BIDS dataset files exist before any job writes a sidecar (whose
+# Sources name the input cohort through dataset_description.json), and a dry run writes nothing.
+onstart:
+    PLAN.write_dataset_files(config["cohort"] if config["cohort"] != "demo" else config["demo"]["path"])
+
+
+# {subject}: an acquisition's output prefix, folders included (wmhflow.paths.prefix).
 wildcard_constraints:
-    subject="[A-Za-z0-9]+",
+    subject=PREFIX_PATTERN,
     model="[A-Za-z0-9]+",

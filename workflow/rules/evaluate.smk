@@ -8,6 +8,8 @@ rule evaluate:
     output:
         out("{subject}", "metrics", ".tsv", desc=MODEL),
     params:
+        subject=subject_value("subject"),
+        session=subject_value("session"),
         site=subject_value("site"),
         split=subject_value("split"),
     resources:
@@ -21,7 +23,7 @@ rule evaluate:
         bench(f"evaluate_{MODEL}")
     shell:
         "wmhflow evaluate --reference {input.reference} --prediction {input.mask} "
-        "--subject {wildcards.subject} --site '{params.site}' --split {params.split} "
+        "--subject {params.subject} --session '{params.session}' --site '{params.site}' --split {params.split} "
         f"--model {MODEL} --output {{output}} > {{log}} 2>&1"
 
 
@@ -31,6 +33,9 @@ rule lesions:
         probseg=PLAN.probseg(),
     output:
         out("{subject}", "lesions", ".tsv", desc=MODEL),
+    params:
+        subject=subject_value("subject"),
+        session=subject_value("session"),
     resources:
         mem_mb=2000,
         runtime=5,
@@ -41,5 +46,6 @@ rule lesions:
     benchmark:
         bench(f"lesions_{MODEL}")
     shell:
-        "wmhflow lesions --mask {input.mask} --probseg {input.probseg} --subject {wildcards.subject} "
+        "wmhflow lesions --mask {input.mask} --probseg {input.probseg} --subject {params.subject} "
+        "--session '{params.session}' "
         "--output {output} > {log} 2>&1"

@@ -127,6 +127,17 @@ def predict_volume(model, volumes: dict, channels: str, device="auto", precision
     return prob
 
 
+def file_sha256(path) -> str:
+    """The checksum sidecars record, so a mask names exactly the model that made it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_volumes(flair, t1, tophat, channels):
     """The uint8 volumes a channel set needs, checked to share the FLAIR's grid; and the FLAIR image."""
     flair_img = load_nifti(flair, "8-bit FLAIR")
@@ -147,7 +158,7 @@ def load_volumes(flair, t1, tophat, channels):
 
 def add_arguments(parser) -> None:
     parser.add_argument("--flair", required=True, help="8-bit FLAIR")
-    parser.add_argument("--t1", help="8-bit T1 on the FLAIR grid")
+    parser.add_argument("--t1", nargs="?", const="", help="8-bit T1 on the FLAIR grid (none: FLAIR-only channels)")
     parser.add_argument("--tophat", help="top-hat of the 8-bit FLAIR")
     parser.add_argument("--model", required=True, help="model.pt written by 'wmhflow train'")
     parser.add_argument("--probseg", required=True, help="output WMH probability (float32)")
@@ -169,8 +180,15 @@ def main(args) -> int:
     volumes, flair_img = load_volumes(args.flair, args.t1, args.tophat, channels)
     prob = predict_volume(model, volumes, channels, args.device, args.precision, args.batch_size,
                           crop_margin=args.crop_margin)
-    save_like(prob, flair_img, args.probseg, np.float32)
-    save_like((prob >= args.threshold).astype(np.uint8), flair_img, args.mask, np.uint8)
+    inputs = [p for p in (args.flair, args.t1, args.tophat) if p]
+    made_by = {"ModelName": meta.get("name"), "ModelChannels": channels, "ModelFile": str(args.model),
+               "ModelSHA256": file_sha256(args.model), "CropMargin": args.crop_margin,
+               "Precision": args.precision}
+    save_like(prob, flair_img, args.probseg, np.float32, sources=inputs,
+              Description="WMH probability of the FCN", **made_by)
+    save_like((prob >= args.threshold).astype(np.uint8), flair_img, args.mask, np.uint8,
+              sources=[args.probseg], Description="WMH mask: probability >= Threshold", Threshold=args.threshold,
+              **made_by)
     settings = {k: v for k, v in vars(args).items()}
     settings.update(channels=channels, model_name=meta.get("name"), wmh_voxels=int((prob >= args.threshold).sum()))
     log.info("settings: %s", json.dumps(settings))

@@ -60,6 +60,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mask", required=True, help="WMH mask (> 0; probabilities >= 0.5)")
     parser.add_argument("--probseg", help="probability map on the mask's grid")
     parser.add_argument("--subject", default="")
+    parser.add_argument("--session", default="", help="session label (column 'session'; empty for none)")
     parser.add_argument("-o", "--output", required=True)
 
 
@@ -71,6 +72,7 @@ def main(args) -> int:
         require_same_grid(prob, args.probseg, mask, args.mask, "probability map", "mask")
         probability = np.asarray(prob.dataobj, np.float32)
     table = lesion_table(np.asarray(mask.dataobj), mask.affine, probability, args.subject)
+    table.insert(1, "session", args.session)
     with atomic_output(args.output) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     log.info("%d lesion(s), %.3f mL in total", len(table), float(table["volume_ml"].sum()) if len(table) else 0.0)

@@ -94,11 +94,20 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     prob = predict_volume(model, volumes, channels, device, precision, batch_size, crop_margin=crop_margin)
     step("fcn", started)
     name = meta.get("name") or "fcn2d"
-    written["probseg"] = str(save_like(prob, flair, bids_path(out_dir, subject, "probseg", desc=name, label="WMH"),
-                                       np.float32))
+    from .infer import file_sha256
+
+    made_by = {"ModelName": name, "ModelChannels": channels, "ModelFile": str(model_path),
+               "ModelSHA256": file_sha256(model_path), "N4Shrink": list(shrink), "N4Iterations": list(iterations),
+               "RequantizePercentiles": [low_pct, high_pct], "TophatArea": area,
+               "TophatConnectivity": connectivity, "CropMargin": crop_margin}
+    sources = [flair_path] + ([t1_path] if t1_path else [])
+    probseg_path = bids_path(out_dir, subject, "probseg", label="WMH", desc=name)
+    written["probseg"] = str(save_like(prob, flair, probseg_path, np.float32, sources=sources,
+                                       Description="WMH probability of the FCN (wmhflow segment)", **made_by))
     mask = (prob >= threshold).astype(np.uint8)
-    written["mask"] = str(save_like(mask, flair, bids_path(out_dir, subject, "mask", desc=name, label="WMH"),
-                                    np.uint8))
+    written["mask"] = str(save_like(mask, flair, bids_path(out_dir, subject, "mask", label="WMH", desc=name),
+                                    np.uint8, sources=sources, Description="WMH mask: probability >= Threshold",
+                                    Threshold=threshold, **made_by))
     volume_ml = float(mask.sum() * np.prod(flair.header.get_zooms()[:3]) / 1000.0)
     log.info("sub-%s: %.2f mL of WMH; steps %s", subject, volume_ml, json.dumps(timings))
     return written
