@@ -366,7 +366,8 @@ def check_subject(subject: str, row) -> list[str]:
     except _Input as exc:
         return [str(exc)]
     try:
-        load_nifti(row["t1"], "T1")
+        if row["t1"]:  # none: a FLAIR-only cohort (the plan refuses it for channel sets needing T1)
+            load_nifti(row["t1"], "T1")
     except _Input as exc:
         problems.append(str(exc))
     if row["reference"]:
