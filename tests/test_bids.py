@@ -106,8 +106,7 @@ def test_flair_only_cohort_runs_without_t1(tmp_path):
     # the same cohort with the paper's channels is a planning error naming the subject
     run = _run(tmp_path, tmp_path / "in", model, channels="flair,t1,tophat")
     assert run.returncode != 0
-    assert "sub-0 has none" in run.stderr and "flair-3slice" in run.stderr
-    assert "sub-0" in run.stderr
+    assert "needs a T1, and sub-0, sub-50 have none: use model.channels flair-3slice" in run.stderr
 
 
 def test_unknown_participant_label_is_a_planning_error(tmp_path):

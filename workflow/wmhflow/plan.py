@@ -69,7 +69,8 @@ class Plan:
         missing = [self.label(p) for p in self.subjects.index[t1.fillna("") == ""]]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise ConfigError("model.channels", f"{self.channels} needs a T1, and {shown} has none: use "
+            verb = "has" if len(missing) == 1 else "have"
+            raise ConfigError("model.channels", f"{self.channels} needs a T1, and {shown} {verb} none: use "
                                                 f"model.channels flair-3slice (FLAIR only), or leave them out "
                                                 f"with exclude_participant_label")
 
