@@ -112,5 +112,5 @@ def test_flair_only_cohort_runs_without_t1(tmp_path):
 def test_unknown_participant_label_is_a_planning_error(tmp_path):
     write_cohort(tmp_path / "in", subjects=2, seed=6, small=True, layout="bids")
     run = snakemake(tmp_path, "-n", config=[f"cohort={tmp_path / 'in'}", "participant_label=sub-0,sub-77"])
-    assert run.returncode != 0 and "not in the cohort: sub-77" in run.stderr
+    assert run.returncode != 0 and "'participant_label': not in the cohort: sub-77" in run.stdout + run.stderr
     assert not (tmp_path / "results").exists()
