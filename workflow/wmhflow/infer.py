@@ -187,7 +187,8 @@ def main(args) -> int:
     save_like(prob, flair_img, args.probseg, np.float32, sources=inputs,
               Description="WMH probability of the FCN", **made_by)
     save_like((prob >= args.threshold).astype(np.uint8), flair_img, args.mask, np.uint8,
-              sources=[args.probseg], Description="WMH mask: probability >= Threshold", Threshold=args.threshold,
+              sources=[args.probseg], Description="WMH mask: probability >= Threshold", Type="Lesion",
+              Threshold=args.threshold,
               **made_by)
     settings = {k: v for k, v in vars(args).items()}
     settings.update(channels=channels, model_name=meta.get("name"), wmh_voxels=int((prob >= args.threshold).sum()))

@@ -19,6 +19,15 @@ from .slices import required_volumes
 #: (suffix, desc) of the preprocessing artifacts each subject gets.
 PREPROCESSED = (("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "quant"), ("T1w", "quant"),
                 ("FLAIR", "tophat"))
+#: results/README.md (BIDS recommends a README in every dataset).
+README = """# wmhflow outputs
+
+White matter hyperintensity segmentations (model `{model}`, channels `{channels}`) of the dataset named
+in dataset_description.json (DatasetLinks.raw), made by wmhflow after Xu et al., MICCAI WMH Challenge
+2017. Every image is on its FLAIR's voxel grid (space-FLAIR); its JSON sidecar names its Sources and
+the parameters that made it. group/ holds the cohort tables, models/ the trained models, logs/ and
+benchmarks/ each job's log and resource use (not BIDS, listed in .bidsignore).
+"""
 #: the BIDS version the derivative dataset follows (BIDS URIs in Sources need >= 1.9).
 BIDS_VERSION = "1.10.0"
 #: results/ entries that are not BIDS: the validator is told to skip them (.bidsignore). The
@@ -198,7 +207,8 @@ class Plan:
 
         root = Path(self.results)
         files = {"dataset_description.json": json.dumps(self.dataset_description(cohort_root), indent=2) + "\n",
-                 ".bidsignore": "\n".join(NOT_BIDS) + "\n"}
+                 ".bidsignore": "\n".join(NOT_BIDS) + "\n",
+                 "README.md": README.format(model=self.model, channels=self.channels)}
         for name, text in files.items():
             path = root / name
             if not path.is_file() or path.read_text() != text:

@@ -106,7 +106,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
                                        Description="WMH probability of the FCN (wmhflow segment)", **made_by))
     mask = (prob >= threshold).astype(np.uint8)
     written["mask"] = str(save_like(mask, flair, bids_path(out_dir, subject, "mask", label="WMH", desc=name),
-                                    np.uint8, sources=sources, Description="WMH mask: probability >= Threshold",
+                                    np.uint8, sources=sources, Description="WMH mask: probability >= Threshold", Type="Lesion",
                                     Threshold=threshold, **made_by))
     volume_ml = float(mask.sum() * np.prod(flair.header.get_zooms()[:3]) / 1000.0)
     log.info("sub-%s: %.2f mL of WMH; steps %s", subject, volume_ml, json.dumps(timings))
