@@ -1,7 +1,10 @@
 """How long `snakemake -n` takes to plan a large cohort (target: 1,000 subjects in <= 10 s).
 
-Writes benchmarks/results/dryrun.csv. The cohort is a WMH-challenge tree of tiny but real NIfTI files:
-planning reads only file names, so voxel content does not matter here.
+Writes benchmarks/results/dryrun.csv. The cohort is a WMH-challenge tree or a BIDS dataset (two
+sessions per subject) of tiny but real NIfTI files: planning reads only file names, so voxel content
+does not matter here. For a BIDS cohort it also times BIDS discovery alone with wmhflow's glob
+(``cohort.discover``) and, when installed, with pybids (``BIDSLayout`` + ``get``) and bids2table:
+the measurement behind the choice documented in ``cohort._bids``.
 """
 
 from __future__ import annotations
@@ -30,17 +33,77 @@ def fake_cohort(root: Path, subjects: int) -> None:
             nib.save(img, str(subject_dir / name))
 
 
+def fake_bids(root: Path, subjects: int, sessions: int = 2) -> None:
+    img = nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4))
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "bench", "BIDSVersion": "1.10.0"}')
+    for i in range(subjects):
+        for t in range(1, sessions + 1):
+            anat = root / f"sub-{i}" / f"ses-{t}" / "anat"
+            anat.mkdir(parents=True)
+            for suffix in ("FLAIR", "T1w"):
+                nib.save(img, str(anat / f"sub-{i}_ses-{t}_{suffix}.nii.gz"))
+            ref = root / "derivatives/wmh" / f"sub-{i}" / f"ses-{t}" / "anat"
+            ref.mkdir(parents=True)
+            nib.save(img, str(ref / f"sub-{i}_ses-{t}_label-WMH_mask.nii.gz"))
+
+
+def time_bids_discovery(root: Path) -> list[dict]:
+    """Seconds to list (subject, session, FLAIR) of a BIDS dataset with each parser available."""
+    from wmhflow import cohort
+
+    def glob():
+        return len(cohort.discover(root, "bids"))
+
+    def pybids():
+        import bids
+
+        layout = bids.BIDSLayout(str(root), validate=False, derivatives=False)
+        return len(layout.get(suffix="FLAIR", extension=[".nii.gz", ".nii"], return_type="filename"))
+
+    def bids2table():
+        import bids2table as b2t
+
+        return len(b2t.index_dataset(root))  # bids2table 2.x: one arrow table row per file
+
+    rows = []
+    for name, parse in (("wmhflow glob", glob), ("pybids", pybids), ("bids2table", bids2table)):
+        start = time.perf_counter()
+        try:
+            found = parse()
+        except ImportError:
+            print(f"{name}: not installed, skipped")
+            continue
+        except Exception as exc:  # a parser that cannot read the dataset is a result too
+            print(f"{name}: failed ({type(exc).__name__}: {exc})")
+            continue
+        seconds = time.perf_counter() - start
+        rows.append({"what": f"BIDS discovery, {name}", "seconds": round(seconds, 2), "found": found})
+        print(f"{name}: {found} entries in {seconds:.2f} s")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--out", default=str(REPO / "benchmarks/results/dryrun.csv"))
+    parser.add_argument("--layout", choices=("challenge", "bids"), default="challenge")
+    parser.add_argument("--snakefile", default=str(REPO / "Snakefile"),
+                        help="another checkout's Snakefile, to compare versions side by side (put its "
+                             "workflow/ first on PYTHONPATH)")
+    parser.add_argument("--label", default="", help="a name for this version in the CSV")
+    parser.add_argument("--out", help="default: benchmarks/results/dryrun.csv (dryrun_bids.csv for bids)")
     args = parser.parse_args()
     rows = []
     for n in args.subjects:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            fake_cohort(tmp / "cohort", n)
-            cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "all", "-s", str(REPO / "Snakefile"),
+            if args.layout == "bids":
+                fake_bids(tmp / "cohort", n)
+                for row in time_bids_discovery(tmp / "cohort"):
+                    rows.append({"layout": "bids", "subjects": n, **row})
+            else:
+                fake_cohort(tmp / "cohort", n)
+            cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "all", "-s", args.snakefile,
                    "--directory", str(tmp), "--config", f"cohort={tmp / 'cohort'}", "results=results",
                    "model={name: fcn2d, checkpoint: " + str(tmp / "model.pt") + "}"]
             (tmp / "model.pt").write_bytes(b"")  # planning only: the file must exist, not be valid
@@ -50,9 +113,10 @@ def main() -> int:
             if run.returncode != 0:
                 print(run.stderr[-3000:], file=sys.stderr)
                 return 1
-            rows.append({"subjects": n, "seconds": round(seconds, 2), "target_seconds": 10})
-            print(f"snakemake -n, {n} subjects: {seconds:.1f} s")
-    out = Path(args.out)
+            rows.append({"layout": args.layout, "subjects": n, "what": f"snakemake -n {args.label}".strip(), "seconds": round(seconds, 2),
+                         "target_seconds": 10})
+            print(f"snakemake -n, {args.layout}, {n} subjects: {seconds:.1f} s")
+    out = Path(args.out or REPO / f"benchmarks/results/dryrun{'_bids' if args.layout == 'bids' else ''}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out, index=False)
     return 0

@@ -73,3 +73,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def bids_validator_issues(dataset) -> list[dict]:
+    """Issues of the official BIDS validator (bids-validator-deno, the `test` extra) on a folder."""
+    import json
+    import subprocess
+
+    exe = Path(sys.executable).parent / "bids-validator-deno"
+    run = subprocess.run([str(exe), str(dataset), "--json"], capture_output=True, text=True)
+    assert run.stdout.strip(), run.stderr[-2000:]
+    return json.loads(run.stdout)["issues"]["issues"]
+
+
+def bids_errors(dataset) -> list[str]:
+    return [f"{i['code']} {i.get('subCode', '')} {i.get('location', '')}" for i in bids_validator_issues(dataset)
+            if i["severity"] == "error"]

@@ -11,6 +11,7 @@ import pytest
 from conftest import wmhflow_command, write_nifti
 from wmhflow import cohort
 from wmhflow.errors import ConfigError, InputError
+from wmhflow.paths import prefix
 
 SHAPE = (8, 8, 4)
 
@@ -20,6 +21,11 @@ def head(shape=SHAPE):
     data = np.zeros(shape, np.float32)
     data[2:-2, 2:-2, :] = 100.0
     return data
+
+
+def K(subject, session="", **entities):
+    """A subject's key in the cohort table: its output prefix."""
+    return prefix(subject, session, **entities)
 
 
 def _subject(dir_, ref=True, images="pre"):
@@ -43,16 +49,17 @@ def challenge_tree(tmp_path):
 
 def test_challenge_tree_with_nested_site(challenge_tree):
     table = cohort.discover(challenge_tree)
-    assert sorted(table.index) == ["0", "100", "101", "2", "4", "50", "52"]
-    assert table.loc["100", "site"] == "Amsterdam/GE3T"
-    assert table.loc["50", "site"] == "Singapore"
-    assert table.loc["101", "reference"] == ""
-    assert table.loc["0", "flair"].endswith("Utrecht/0/pre/FLAIR.nii.gz")
+    assert sorted(table["subject"]) == ["0", "100", "101", "2", "4", "50", "52"]
+    assert set(table["session"]) == {""}
+    assert table.loc[K("100"), "site"] == "Amsterdam/GE3T"
+    assert table.loc[K("50"), "site"] == "Singapore"
+    assert table.loc[K("101"), "reference"] == ""
+    assert table.loc[K("0"), "flair"].endswith("Utrecht/0/pre/FLAIR.nii.gz")
 
 
 def test_challenge_orig_images(tmp_path):
     _subject(tmp_path / "S" / "7", images="orig")
-    assert list(cohort.discover(tmp_path, "challenge", images="orig").index) == ["7"]
+    assert list(cohort.discover(tmp_path, "challenge", images="orig").index) == [K("7")]
     with pytest.raises(InputError, match="no subjects found"):
         cohort.discover(tmp_path, "challenge", images="pre")
 
@@ -61,7 +68,7 @@ def test_results_inside_cohort_is_never_indexed(challenge_tree):
     results = challenge_tree / "results"
     _subject(results / "Fake" / "999")  # looks like a subject, but it is our own output folder
     table = cohort.discover(challenge_tree, exclude=[results])
-    assert "999" not in table.index
+    assert "999" not in set(table["subject"])
 
 
 def test_splits_per_site_count_fraction_and_reproducible(challenge_tree):
@@ -69,7 +76,7 @@ def test_splits_per_site_count_fraction_and_reproducible(challenge_tree):
     one = cohort.assign_splits(table, train_per_site=1, seed=3)
     assert one.groupby("site")["split"].apply(lambda s: (s == "train").sum()).to_dict() == {
         "Amsterdam/GE3T": 1, "Singapore": 1, "Utrecht": 1}
-    assert one.loc["101", "split"] == "predict"  # no reference
+    assert one.loc[K("101"), "split"] == "predict"  # no reference
     assert one.equals(cohort.assign_splits(table, train_per_site=1, seed=3))
     frac = cohort.assign_splits(table, train_per_site=0.5, seed=0)
     assert (frac[frac.site == "Utrecht"].split == "train").sum() == 2  # round(0.5 * 3) = 2
@@ -91,11 +98,58 @@ def test_bids_dataset_with_sessions_sites_and_references(tmp_path):
     write_nifti(root / "derivatives/wmh/sub-02/ses-2/anat/sub-02_ses-2_label-WMH_mask.nii.gz", np.zeros(SHAPE))
     pattern = "derivatives/wmh/sub-{subject}/{session}anat/sub-{subject}_{session_}label-WMH_mask.nii.gz"
     table = cohort.discover(root, bids_reference=pattern)
-    assert sorted(table.index) == ["01", "02ses1", "02ses2"]
-    assert table.loc["02ses1", "site"] == "B"
-    assert table.loc["01", "reference"].endswith("sub-01_label-WMH_mask.nii.gz")
-    assert table.loc["02ses1", "reference"] == ""
-    assert table.loc["02ses2", "reference"] != ""
+    assert sorted(table.index) == ["sub-01/anat/sub-01", "sub-02/ses-1/anat/sub-02_ses-1",
+                                   "sub-02/ses-2/anat/sub-02_ses-2"]
+    assert list(table["subject"]) == ["01", "02", "02"] and list(table["session"]) == ["", "1", "2"]
+    assert table.loc[K("02", "1"), "site"] == "B"
+    assert table.loc[K("01"), "reference"].endswith("sub-01_label-WMH_mask.nii.gz")
+    assert table.loc[K("02", "1"), "reference"] == ""
+    assert table.loc[K("02", "2"), "reference"] != ""
+
+
+def test_bids_entities_kept_two_flairs_each_processed_and_nii_read(tmp_path, caplog):
+    anat = tmp_path / "bids/sub-01/ses-a/anat"
+    write_nifti(anat / "sub-01_ses-a_acq-ax_run-2_FLAIR.nii", np.ones(SHAPE))  # .nii, not .nii.gz
+    write_nifti(anat / "sub-01_ses-a_acq-sag_FLAIR.nii.gz", np.ones(SHAPE))
+    write_nifti(anat / "sub-01_ses-a_T1w.nii.gz", np.ones(SHAPE))
+    caplog.set_level("INFO")
+    table = cohort.discover(tmp_path / "bids")
+    assert sorted(table.index) == [K("01", "a", acq="ax", run="2"), K("01", "a", acq="sag")]
+    assert K("01", "a", acq="ax", run="2") == "sub-01/ses-a/anat/sub-01_ses-a_acq-ax_run-2"
+    assert set(table["t1"]) == {str((anat / "sub-01_ses-a_T1w.nii.gz").resolve())}
+    assert "2 FLAIR images" in caplog.text and "each processed" in caplog.text
+    write_nifti(anat / "sub-01_ses-a_acq-x_T1w.nii.gz", np.ones(SHAPE))  # two T1w, neither matching
+    with pytest.raises(InputError, match="several T1w images"):
+        cohort.discover(tmp_path / "bids")
+
+
+def _sessions_table():
+    rows = [{"subject": s, "session": t, "site": "A", "flair": "f", "t1": "t", "reference": "r", "split": ""}
+            for s in ("01", "02", "03") for t in ("1", "2")]
+    return pd.DataFrame(rows, index=[K(r["subject"], r["session"]) for r in rows])
+
+
+def test_participant_and_session_selection():
+    table = _sessions_table()
+    assert set(cohort.select(table, participant_label="sub-01,02")["subject"]) == {"01", "02"}
+    assert set(cohort.select(table, exclude_participant_label=["sub-03"])["subject"]) == {"01", "02"}
+    chosen = cohort.select(table, exclude_participant_label="03", session_label=["ses-2"])
+    assert list(chosen.index) == [K("01", "2"), K("02", "2")]
+    assert len(cohort.select(table)) == 6
+    with pytest.raises(ConfigError, match=r"'participant_label': not in the cohort: sub-07, sub-09"):
+        cohort.select(table, participant_label="01,07,sub-09")
+    with pytest.raises(ConfigError, match=r"'exclude_session_label': not in the cohort: ses-5"):
+        cohort.select(table, exclude_session_label="5")
+    with pytest.raises(ConfigError, match="leaves no subject"):
+        cohort.select(table, exclude_session_label="1,2")
+
+
+def test_splits_keep_a_subjects_sessions_together():
+    table = _sessions_table()
+    for seed in range(5):
+        split = cohort.assign_splits(table, train_per_site=1, seed=seed)
+        assert split.groupby("subject")["split"].nunique().max() == 1
+        assert (split["split"] == "train").sum() == 2
 
 
 def test_subjects_tsv_relative_paths_and_given_splits(tmp_path):
@@ -109,9 +163,9 @@ def test_subjects_tsv_relative_paths_and_given_splits(tmp_path):
                    "a\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\td/a_wmh.nii.gz\ttest\n"
                    "b\tX\td/b_flair.nii.gz\td/b_t1.nii.gz\t\t\n")
     table = cohort.assign_splits(cohort.discover(tsv))
-    assert table.loc["a", "split"] == "test"  # the TSV's split wins
-    assert table.loc["b", "split"] == "predict"
-    assert table.loc["a", "flair"] == str((tmp_path / "d/a_flair.nii.gz").resolve())
+    assert table.loc[K("a"), "split"] == "test"  # the TSV's split wins
+    assert table.loc[K("b"), "split"] == "predict"
+    assert table.loc[K("a"), "flair"] == str((tmp_path / "d/a_flair.nii.gz").resolve())
 
 
 @pytest.mark.parametrize("line, problem", [
@@ -128,16 +182,15 @@ def test_subjects_tsv_rows_checked_by_schema(tmp_path, line, problem):
 
 
 def test_missing_t1_duplicate_ids_and_train_without_reference(tmp_path, challenge_tree):
-    (challenge_tree / "Utrecht/0/pre/T1.nii.gz").unlink()
-    with pytest.raises(InputError, match=r"Utrecht/0/pre/T1.nii.gz: T1 image does not exist"):
-        cohort.discover(challenge_tree)
+    (challenge_tree / "Utrecht/0/pre/T1.nii.gz").unlink()  # accepted here; a plan needing T1 refuses it
+    assert cohort.discover(challenge_tree).loc[K("0"), "t1"] == ""
     dup = tmp_path / "dup"
     _subject(dup / "A" / "1")
     _subject(dup / "B" / "1")
     with pytest.raises(InputError, match="duplicate subject id"):
         cohort.discover(dup)
     table = cohort.discover(dup / "A")
-    table.loc["1", ["reference", "split"]] = ["", "train"]
+    table.loc[K("1"), ["reference", "split"]] = ["", "train"]
     with pytest.raises(InputError, match="split 'train' but has no reference"):
         cohort.assign_splits(table)
 
@@ -160,12 +213,12 @@ def test_check_finds_corrupt_4d_nan_grid_and_labels(challenge_tree):
     write_nifti(challenge_tree / "Singapore/52/wmh.nii.gz", labels)
     table = cohort.assign_splits(cohort.discover(challenge_tree))
     found = {s: cohort.check_subject(s, row) for s, row in table.iterrows()}
-    assert "not a readable NIfTI" in found["0"][0]
-    assert "must be a 3D volume" in found["2"][0]
-    assert "NaN" in found["4"][0]
-    assert "shape (8, 8, 5) differs from the FLAIR shape" in found["50"][0]
-    assert "unknown label value(s) [7]" in found["52"][0]
-    assert found["100"] == [] and found["101"] == []
+    assert "not a readable NIfTI" in found[K("0")][0]
+    assert "must be a 3D volume" in found[K("2")][0]
+    assert "NaN" in found[K("4")][0]
+    assert "shape (8, 8, 5) differs from the FLAIR shape" in found[K("50")][0]
+    assert "unknown label value(s) [7]" in found[K("52")][0]
+    assert found[K("100")] == [] and found[K("101")] == []
 
 
 def test_discover_cli_writes_table_and_check_fails_cleanly(tmp_path, challenge_tree):

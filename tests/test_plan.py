@@ -5,29 +5,65 @@ from __future__ import annotations
 import os
 import sys
 
-import pandas as pd
+import json
 
+import pandas as pd
+import pytest
+
+from wmhflow.errors import ConfigError
+from wmhflow.paths import prefix
 from wmhflow.plan import Plan, prepare_rule_environment
 
 
-def _plan(tmp_path, checkpoint=None, name="fcn2d"):
+def _plan(tmp_path, checkpoint=None, name="fcn2d", channels="flair,t1,tophat", t1=("t1", "t2", "t3", "t4")):
+    labels = ["01", "02", "03", "04"]
     subjects = pd.DataFrame(
-        {"site": ["A", "A", "B", "B"], "flair": ["f1", "f2", "f3", "f4"], "t1": ["t1", "t2", "t3", "t4"],
-         "reference": ["r1", "r2", "r3", ""], "split": ["train", "test", "test", "predict"]},
-        index=pd.Index(["01", "02", "03", "04"], name="subject"))
-    config = {"results": str(tmp_path / "results"), "model": {"name": name, "checkpoint": checkpoint}}
+        {"subject": labels, "session": "", "site": ["A", "A", "B", "B"], "flair": ["f1", "f2", "f3", "f4"],
+         "t1": list(t1), "reference": ["r1", "r2", "r3", ""], "split": ["train", "test", "test", "predict"]},
+        index=pd.Index([prefix(s) for s in labels], name="prefix"))
+    config = {"results": str(tmp_path / "results"),
+              "model": {"name": name, "checkpoint": checkpoint, "channels": channels}}
     return Plan(config, subjects)
 
 
 def test_targets_follow_the_splits(tmp_path):
     plan = _plan(tmp_path)
     assert len(plan.preprocess_targets()) == 4 * 6
-    assert plan.subjects_in("test", "predict") == ["02", "03", "04"]
+    assert plan.subjects_in("test", "predict") == ["sub-02/anat/sub-02", "sub-03/anat/sub-03", "sub-04/anat/sub-04"]
     assert [p.split("/")[-1] for p in plan.metrics_files()] == ["sub-02_desc-fcn2d_metrics.tsv",
                                                                 "sub-03_desc-fcn2d_metrics.tsv"]
     assert len(plan.lesion_files()) == 3 and len(plan.segment_targets()) == 6
     assert plan.training_inputs("reference") == ["r1"]
-    assert plan.training_inputs("tophat")[0].endswith("sub-01/anat/sub-01_desc-tophat_FLAIR.nii.gz")
+    assert plan.training_inputs("tophat")[0].endswith("sub-01/anat/sub-01_space-FLAIR_desc-tophat_FLAIR.nii.gz")
+    assert plan.mask("sub-02/ses-1/anat/sub-02_ses-1").endswith(
+        "sub-02/ses-1/anat/sub-02_ses-1_space-FLAIR_label-WMH_desc-fcn2d_mask.nii.gz")
+
+
+def test_flair_only_plan_has_no_t1_step_and_accepts_subjects_without_t1(tmp_path):
+    plan = _plan(tmp_path, channels="flair-3slice", t1=("", "", "t3", ""))
+    assert len(plan.preprocess_targets()) == 4 * 3
+    assert not any("T1w" in p for p in plan.all_targets())
+    assert plan.training_inputs("t1") == [] and plan.fcn_input("t1") == []
+
+
+def test_a_subject_without_t1_stops_a_plan_that_needs_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.channels.*sub-02 has none.*flair-3slice"):
+        _plan(tmp_path, t1=("t1", "", "t3", "t4"))
+
+
+def test_dataset_description_names_code_config_and_source(tmp_path):
+    plan = _plan(tmp_path)
+    (tmp_path / "cohort").mkdir()
+    plan.write_dataset_files(tmp_path / "cohort")
+    description = json.loads((tmp_path / "results/dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "wmhflow"
+    assert description["DatasetLinks"]["raw"] == (tmp_path / "cohort").as_uri()
+    assert "sha256" in description["GeneratedBy"][0]["Description"]
+    ignored = (tmp_path / "results/.bidsignore").read_text().split()
+    assert {"/group", "/logs", "/models", "/benchmarks", "/checks"} <= set(ignored)
+    other = _plan(tmp_path, name="other")
+    other.write_dataset_files(tmp_path / "cohort")  # another configuration: another checksum
+    assert json.loads((tmp_path / "results/dataset_description.json").read_text()) != description
     assert plan.model_file().endswith("models/fcn2d/model.pt") and plan.model_targets()
     assert set(plan.all_targets()) >= set(plan.report_targets())
 
@@ -44,6 +80,9 @@ def test_other_variants_metrics_are_found_but_not_this_one(tmp_path):
         path = tmp_path / "results" / f"sub-{subject}" / "anat" / f"sub-{subject}_desc-{variant}_metrics.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x\n")
+    session = tmp_path / "results/sub-02/ses-1/anat/sub-02_ses-1_desc-notophat_metrics.tsv"  # not in the cohort
+    session.parent.mkdir(parents=True)
+    session.write_text("x\n")
     found = [p.split("/")[-1] for p in plan.other_variant_metrics()]
     assert found == ["sub-02_desc-notophat_metrics.tsv", "sub-03_desc-notophat_metrics.tsv"]  # 99: not in cohort
 

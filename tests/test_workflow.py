@@ -130,6 +130,14 @@ def test_pipeline_writes_every_artifact_on_the_flair_grid(pipeline):
 
 
 @pytest.mark.slow
+def test_pipeline_results_of_a_challenge_tree_are_a_valid_bids_derivative(pipeline):
+    from conftest import bids_errors
+
+    root, _, _ = pipeline
+    assert bids_errors(root / "out") == []
+
+
+@pytest.mark.slow
 def test_pipeline_group_tables_cover_every_subject(pipeline):
     import pandas as pd
 
@@ -198,7 +206,7 @@ def test_reprocessing_with_an_existing_model_skips_training(pipeline):
     assert run.returncode == 0, run.stderr[-3000:]
     assert not (root / "out/models/reused").exists()
     assert "rule train:" not in run.stderr and "rule align_t1:" not in run.stderr
-    masks = sorted((root / "out").glob("sub-*/anat/*_desc-fcn2d_label-WMH_mask.nii.gz"))
+    masks = sorted((root / "out").glob("sub-*/anat/*_label-WMH_desc-fcn2d_mask.nii.gz"))
     assert masks
     for mask in masks:
         again = mask.with_name(mask.name.replace("desc-fcn2d", "desc-reused"))

@@ -2,6 +2,7 @@
 from wmhflow import cohort as wmh_cohort
 from wmhflow import config as wmh_config
 from wmhflow import status as wmh_status
+from wmhflow.paths import PREFIX_PATTERN
 from wmhflow.plan import Plan, prepare_rule_environment
 
 
@@ -11,7 +12,8 @@ prepare_rule_environment(workflow.basedir)
 wmh_config.validate(config)
 wmh_config.require_writable_results(config["results"])
 
-# One row per subject: site, flair, t1, reference (may be empty), split (train | test | predict).
+# One row per FLAIR acquisition, indexed by its output prefix (sub-01/[ses-2/]anat/sub-01[_ses-2]):
+# subject, session, site, flair, t1 and reference (may be empty), split (train | test | predict).
 SUBJECTS = wmh_cohort.subjects_for_workflow(config, workdir=os.getcwd())
 PLAN = Plan(config, SUBJECTS)
 PLAN.require_model_source()
@@ -25,6 +27,13 @@ subject_file = subject_value = PLAN.subject_column  # raw files as inputs, other
 subjects_in = PLAN.subjects_in
 
 
+# Snakemake's own start hook: the BIDS dataset files exist before any job writes a sidecar (whose
+# Sources name the input cohort through dataset_description.json), and a dry run writes nothing.
+onstart:
+    PLAN.write_dataset_files(config["cohort"] if config["cohort"] != "demo" else config["demo"]["path"])
+
+
+# {subject}: an acquisition's output prefix, folders included (wmhflow.paths.prefix).
 wildcard_constraints:
-    subject="[A-Za-z0-9]+",
+    subject=PREFIX_PATTERN,
     model="[A-Za-z0-9]+",

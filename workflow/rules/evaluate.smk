@@ -8,6 +8,8 @@ rule evaluate:
     output:
         out("{subject}", "metrics", ".tsv", desc=MODEL),
     params:
+        subject=subject_value("subject"),
+        session=subject_value("session"),
         site=subject_value("site"),
         split=subject_value("split"),
     resources:
@@ -21,7 +23,7 @@ rule evaluate:
         bench(f"evaluate_{MODEL}")
     shell:
         "wmhflow evaluate --reference {input.reference:q} --prediction {input.mask:q} "
-        "--subject {wildcards.subject} --site {params.site:q} --split {params.split:q} "
+        "--subject {params.subject:q} --session={params.session:q} --site {params.site:q} --split {params.split:q} "
         f"--model {MODEL} --output {{output:q}} > {{log:q}} 2>&1"
 
 
@@ -31,6 +33,9 @@ rule lesions:
         probseg=PLAN.probseg(),
     output:
         out("{subject}", "lesions", ".tsv", desc=MODEL),
+    params:
+        subject=subject_value("subject"),
+        session=subject_value("session"),
     resources:
         mem_mb=2000,
         runtime=5,
@@ -41,5 +46,6 @@ rule lesions:
     benchmark:
         bench(f"lesions_{MODEL}")
     shell:
-        "wmhflow lesions --mask {input.mask:q} --probseg {input.probseg:q} --subject {wildcards.subject} "
+        "wmhflow lesions --mask {input.mask:q} --probseg {input.probseg:q} --subject {params.subject:q} "
+        "--session={params.session:q} "
         "--output {output:q} > {log:q} 2>&1"

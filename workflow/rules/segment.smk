@@ -5,7 +5,7 @@
 rule segment:
     input:
         flair=out("{subject}", "FLAIR", desc="quant"),
-        t1=out("{subject}", "T1w", desc="quant"),
+        t1=PLAN.fcn_input("t1"),
         tophat=out("{subject}", "FLAIR", desc="tophat"),
         model=PLAN.model_file(),
     output:

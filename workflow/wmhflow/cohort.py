@@ -1,8 +1,10 @@
 """Cohort discovery: one table of subjects from a WMH-challenge tree, a BIDS dataset or a subjects TSV.
 
-The table has one row per subject, indexed by ``subject`` (alphanumeric, used in output names), with
-columns ``site, flair, t1, reference, split``: absolute paths (``reference`` is "" when there is none)
-and ``split`` in train | test | predict.
+The table has one row per FLAIR acquisition (a subject, or a subject's session), indexed by its
+output ``prefix`` (``sub-01/ses-2/anat/sub-01_ses-2``, see :mod:`wmhflow.paths`; the rules' wildcard),
+with columns ``subject, session, site, flair, t1, reference, split``: labels (``session`` "" without
+sessions), absolute paths (``t1`` and ``reference`` "" when there is none) and ``split`` in
+train | test | predict.
 
 Layouts
 - **challenge**: ``<root>/<site>/<id>/pre/FLAIR.nii.gz``, ``pre/T1.nii.gz`` and ``<id>/wmh.nii.gz``; the
@@ -10,7 +12,12 @@ Layouts
   ``pre/`` when asked.
 - **bids**: ``sub-<s>/[ses-<t>/]anat/*_FLAIR.nii.gz`` and ``*_T1w.nii.gz``; the site from
   participants.tsv's ``site`` column when present; references from a pattern under the dataset root.
-  A subject with sessions gives one row per session, labelled ``<s>ses<t>``.
+  A subject with sessions gives one row per session; the FLAIR's acq-/ce-/rec-/run- entities are kept
+  in the prefix, so a session with two FLAIRs (say acq-axial and acq-sagittal) gives two rows, each
+  processed (logged), paired with the session's one T1w or the T1w with the same entities.
+  ``.nii`` is read as well as ``.nii.gz``.
+
+Why a glob and not pybids / bids2table / snakebids: see :func:`_bids`.
 - **tsv**: columns subject, site, flair, t1, reference, split (paths relative to the TSV's folder).
 
 Discovery only looks at file names, so that planning a 1,000-subject cohort stays fast; the voxel
@@ -31,10 +38,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, InputError
+from .paths import KEPT_ENTITIES, prefix
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["site", "flair", "t1", "reference", "split"]
+COLUMNS = ["subject", "session", "site", "flair", "t1", "reference", "split"]
 SPLITS = ("train", "test", "predict")
 LAYOUTS = ("auto", "challenge", "bids", "tsv")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
@@ -65,9 +73,10 @@ def _challenge(root: Path, images: str, exclude: list[Path]) -> list[dict]:
         site = subject_dir.parent.relative_to(root).as_posix()
         rows.append({
             "subject": subject_dir.name,
+            "session": "",
             "site": site if site != "." else "all",
             "flair": here / "FLAIR.nii.gz",
-            "t1": here / "T1.nii.gz",
+            "t1": here / "T1.nii.gz" if "T1.nii.gz" in filenames else "",
             "reference": subject_dir / "wmh.nii.gz" if (subject_dir / "wmh.nii.gz").exists() else "",
             "split": "",
         })
@@ -87,14 +96,43 @@ def _bids_sites(root: Path) -> dict[str, str]:
     return {r["participant_id"].removeprefix("sub-"): r["site"] for r in table if r["site"]}
 
 
-def _one(paths: list[Path], folder: Path, what: str):
-    if len(paths) > 1:
-        names = ", ".join(p.name for p in paths)
-        raise InputError(folder, f"several {what} images ({names}): keep one, or list subjects in a subjects TSV")
-    return paths[0] if paths else None
+_ENTITY = re.compile(r"_(?P<key>[a-z]+)-(?P<value>[A-Za-z0-9]+)")
+
+
+def _entities(path: Path) -> dict:
+    """The kept entities (acq, ce, rec, run; not sub/ses, which the folders give) of a BIDS file name."""
+    found = dict((m["key"], m["value"]) for m in _ENTITY.finditer("_" + path.name.split(".")[0]))
+    return {k: v for k, v in found.items() if k in KEPT_ENTITIES and k != "ses"}
+
+
+def _images(anat: Path, suffix: str) -> list[Path]:
+    return sorted(anat.glob(f"*_{suffix}.nii.gz")) + sorted(anat.glob(f"*_{suffix}.nii"))
+
+
+def _matching_t1(flair: Path, t1s: list[Path], anat: Path):
+    if len(t1s) <= 1:
+        return t1s[0] if t1s else None
+    same = [t for t in t1s if _entities(t) == _entities(flair)]
+    if len(same) == 1:
+        return same[0]
+    names = ", ".join(p.name for p in t1s)
+    raise InputError(anat, f"several T1w images ({names}) and none with the entities of {flair.name}: "
+                           f"keep one, or list the pairs in a subjects TSV")
 
 
 def _bids(root: Path, reference_pattern: str) -> list[dict]:
+    """Rows of a BIDS dataset, by a glob of the few names wmhflow reads.
+
+    Decision (issue 11), measured with ``benchmarks/bench_dryrun.py --layout bids`` on 1,000 subjects
+    x 2 sessions (benchmarks/results/dryrun_bids.csv): this glob lists the 2,000 FLAIRs in 0.68 s,
+    bids2table 2.3 indexes the dataset in 1.49 s, pybids 0.22 (BIDSLayout, validate off, + get) takes
+    9.9 s; all three found the same acquisitions. pybids alone would add ~10 s to every
+    ``snakemake`` start (planning is already Snakemake-bound), and snakebids builds on pybids and would
+    replace wmhflow.plan; bids2table is fast but a new dependency (pyarrow) for what a glob of the
+    few names wmhflow reads (``sub-*/[ses-*/]anat/*_FLAIR|T1w.nii[.gz]``) does with sessions,
+    entities and ``.nii`` covered by tests/test_cohort.py. A dataset needing BIDS inheritance or
+    filters beyond these can be listed in a subjects TSV.
+    """
     sites = _bids_sites(root)
     rows = []
     for sub_dir in sorted(p for p in root.glob("sub-*") if p.is_dir()):
@@ -103,26 +141,33 @@ def _bids(root: Path, reference_pattern: str) -> list[dict]:
         for ses_dir in sessions:
             ses = ses_dir.name.removeprefix("ses-") if ses_dir else ""
             anat = (ses_dir or sub_dir) / "anat"
-            flair = _one(sorted(anat.glob("*_FLAIR.nii.gz")), anat, "FLAIR")
-            if flair is None:
-                log.warning("%s: no *_FLAIR.nii.gz, skipped", anat)
+            flairs = _images(anat, "FLAIR")
+            if not flairs:
+                log.warning("%s: no *_FLAIR.nii[.gz], skipped", anat)
                 continue
-            t1 = _one(sorted(anat.glob("*_T1w.nii.gz")), anat, "T1w")
-            reference = ""
-            if reference_pattern:
-                candidate = root / reference_pattern.format(
-                    subject=sub, session=f"ses-{ses}/" if ses else "", session_=f"ses-{ses}_" if ses else "")
-                reference = candidate if candidate.exists() else ""
-            rows.append({
-                "subject": f"{sub}ses{ses}" if ses else sub,
-                "site": sites.get(sub, "all"),
-                "flair": flair,
-                "t1": t1 if t1 is not None else anat / f"sub-{sub}_T1w.nii.gz",
-                "reference": reference,
-                "split": "",
-            })
+            if len(flairs) > 1:
+                log.info("%s: %d FLAIR images (%s), each processed under its own name", anat, len(flairs),
+                         ", ".join(p.name for p in flairs))
+            t1s = _images(anat, "T1w")
+            for flair in flairs:
+                t1 = _matching_t1(flair, t1s, anat)
+                reference = ""
+                if reference_pattern:
+                    candidate = root / reference_pattern.format(
+                        subject=sub, session=f"ses-{ses}/" if ses else "", session_=f"ses-{ses}_" if ses else "")
+                    reference = candidate if candidate.exists() else ""
+                rows.append({
+                    "subject": sub,
+                    "session": ses,
+                    "entities": _entities(flair),
+                    "site": sites.get(sub, "all"),
+                    "flair": flair,
+                    "t1": t1 if t1 is not None else "",
+                    "reference": reference,
+                    "split": "",
+                })
     if not rows:
-        raise InputError(root, "no subjects found: expected sub-*/[ses-*/]anat/*_FLAIR.nii.gz")
+        raise InputError(root, "no subjects found: expected sub-*/[ses-*/]anat/*_FLAIR.nii[.gz]")
     return rows
 
 
@@ -186,7 +231,8 @@ def read_tsv(path, required=(), what="subjects TSV") -> list[dict]:
 
 
 def _tsv(path: Path) -> list[dict]:
-    records = read_tsv(path, required=("subject", "flair", "t1"))
+    # no T1 column or an empty T1: a FLAIR-only subject (the plan refuses it for channel sets needing T1)
+    records = read_tsv(path, required=("subject", "flair"))
     if not records:
         raise InputError(path, "subjects TSV has a header but no rows")
     _validate_tsv_rows(records, path)
@@ -195,9 +241,10 @@ def _tsv(path: Path) -> list[dict]:
     for r in records:
         rows.append({
             "subject": r["subject"],
+            "session": r.get("session", ""),
             "site": r.get("site", "") or "all",
             "flair": base / r["flair"],
-            "t1": base / r["t1"],
+            "t1": base / r["t1"] if r.get("t1", "") else "",
             "reference": base / r["reference"] if r.get("reference", "") else "",
             "split": r.get("split", ""),
         })
@@ -224,13 +271,21 @@ def _schema_path() -> Path:
 
 # ---------------------------------------------------------------------------------------- checks
 def _finish(rows: list[dict], source: Path) -> pd.DataFrame:
-    table = pd.DataFrame(rows, columns=["subject"] + COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS + ["entities"])
     bad = [s for s in table["subject"] if not _LABEL.match(s)]
     if bad:
         raise InputError(source, f"subject id {bad[0]!r} is not alphanumeric (needed in output names)")
-    duplicated = table["subject"][table["subject"].duplicated()].unique()
+    bad = [s for s in table["session"] if s and not _LABEL.match(s)]
+    if bad:
+        raise InputError(source, f"session label {bad[0]!r} is not alphanumeric (needed in output names)")
+    table.index = [prefix(r.subject, r.session, **(r.entities if isinstance(r.entities, dict) else {}))
+                   for r in table.itertuples()]
+    table.index.name = "prefix"
+    table = table.drop(columns="entities")
+    duplicated = table.index[table.index.duplicated()].unique()
     if len(duplicated):
-        raise InputError(source, f"duplicate subject id(s): {', '.join(map(str, duplicated[:5]))}")
+        names = ", ".join(p.rsplit("/", 1)[-1] for p in duplicated[:5])
+        raise InputError(source, f"duplicate subject id(s): {names}")
     for column in ("flair", "t1", "reference"):
         for value in table[column]:
             if value and not Path(value).is_file():
@@ -238,7 +293,47 @@ def _finish(rows: list[dict], source: Path) -> pd.DataFrame:
                 raise InputError(value, f"{role} image does not exist")
     for column in ("flair", "t1", "reference"):
         table[column] = [str(Path(v).resolve()) if v else "" for v in table[column]]
-    return table.set_index("subject")
+    return table
+
+
+def _labels(value, key: str, prefix_: str) -> list[str]:
+    """Labels from a config value: a list, or one comma-separated string; ``sub-``/``ses-`` optional."""
+    if value in (None, "", []):
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    labels = [str(item).strip().removeprefix(prefix_) for item in items]
+    bad = [label for label in labels if not _LABEL.match(label)]
+    if bad:
+        raise ConfigError(key, f"{bad[0]!r} is not a label (alphanumeric, optionally with '{prefix_}')")
+    return labels
+
+
+def select(table: pd.DataFrame, participant_label=(), exclude_participant_label=(), session_label=(),
+           exclude_session_label=()) -> pd.DataFrame:
+    """The rows of the chosen participants and sessions, as BIDS apps' ``--participant-label`` does.
+
+    Empty lists select everything; a label the cohort does not have is an error naming it (a typo
+    must not silently process nobody, or everybody).
+    """
+    chosen = pd.Series(True, index=table.index)
+    for key, value, column, prefix_, keep in (
+            ("participant_label", participant_label, "subject", "sub-", True),
+            ("exclude_participant_label", exclude_participant_label, "subject", "sub-", False),
+            ("session_label", session_label, "session", "ses-", True),
+            ("exclude_session_label", exclude_session_label, "session", "ses-", False)):
+        labels = _labels(value, key, prefix_)
+        if not labels:
+            continue
+        unknown = sorted(set(labels) - set(table[column]))
+        if unknown:
+            raise ConfigError(key, f"not in the cohort: {', '.join(prefix_ + u for u in unknown)}")
+        inside = table[column].isin(labels)
+        chosen &= inside if keep else ~inside
+    if not chosen.any():
+        raise ConfigError("participant_label", "the participant/session selection leaves no subject")
+    if not chosen.all():
+        log.info("participant selection: %d of %d acquisitions", int(chosen.sum()), len(table))
+    return table[chosen]
 
 
 def assign_splits(table: pd.DataFrame, train_per_site: float = 10, seed: int = 0) -> pd.DataFrame:
@@ -247,23 +342,25 @@ def assign_splits(table: pd.DataFrame, train_per_site: float = 10, seed: int = 0
     Per site, ``train_per_site`` subjects with a reference train (a count, or a fraction when < 1);
     the other subjects with a reference are ``test``; subjects without one are ``predict`` (the
     paper's protocol: 10 training subjects per site). The draw depends only on the seed, the site name
-    and the site's subject ids, so adding a site does not reshuffle the others.
+    and the site's subject ids, so adding a site does not reshuffle the others. The draw is over
+    participants: all sessions of a subject land in the same split (no subject both trains and tests).
     """
     table = table.copy()
     for subject, row in table.iterrows():
         if row["split"] and row["split"] not in SPLITS:
             raise InputError(subject, f"split {row['split']!r} is not one of {', '.join(SPLITS)}")
         if row["split"] in ("train", "test") and not row["reference"]:
-            raise InputError(row["flair"], f"subject {subject} is in split '{row['split']}' but has no reference")
+            raise InputError(row["flair"], f"{subject} is in split '{row['split']}' but has no reference")
     for site, group in table.groupby("site", sort=True):
-        open_ = sorted(s for s in group.index if not group.loc[s, "split"] and group.loc[s, "reference"])
+        open_rows = [s for s in group.index if not group.loc[s, "split"] and group.loc[s, "reference"]]
+        open_ = sorted(set(group.loc[open_rows, "subject"]))
         if not open_:
             continue
         count = int(round(train_per_site * len(open_))) if train_per_site < 1 else int(train_per_site)
         rng = np.random.default_rng([seed, zlib.crc32(site.encode())])
         chosen = set(rng.permutation(open_)[: min(count, len(open_))])
-        for s in open_:
-            table.loc[s, "split"] = "train" if s in chosen else "test"
+        for s in open_rows:
+            table.loc[s, "split"] = "train" if group.loc[s, "subject"] in chosen else "test"
     table.loc[table["split"] == "", "split"] = "predict"
     return table
 
@@ -307,6 +404,8 @@ def subjects_for_workflow(config: dict, workdir=".") -> pd.DataFrame:
         raise ConfigError("results", f"{results} is the input cohort's own folder; choose another output folder")
     table = discover(cohort, layout, config.get("challenge_images", "pre"), config.get("bids_reference", ""),
                      exclude=[results])
+    table = select(table, config.get("participant_label"), config.get("exclude_participant_label"),
+                   config.get("session_label"), config.get("exclude_session_label"))
     splits = config.get("splits", {})
     return assign_splits(table, splits.get("train_per_site", 10), splits.get("seed", 0))
 

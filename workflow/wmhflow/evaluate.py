@@ -23,7 +23,7 @@ import pandas as pd
 from .io import atomic_output
 from .metrics import evaluate_files
 
-ID_COLUMNS = ("subject", "site", "split", "model")
+ID_COLUMNS = ("subject", "session", "site", "split", "model")
 log = logging.getLogger(__name__)
 
 

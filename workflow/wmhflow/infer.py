@@ -37,7 +37,7 @@ import torch
 from .calibration import DEFAULT_THRESHOLD, stored_threshold
 from .device import autocast_dtype, pick_device, prepare, set_threads
 from .errors import ConfigError, InputError
-from .io import atomic_output, load_nifti, require_same_grid, save_like
+from .io import load_nifti, require_same_grid, save_like
 from .model import load_model
 from .postprocess import clean_mask, voxel_volume_mm3
 from .slices import colour_slices, required_volumes, to_input
@@ -188,6 +188,17 @@ def predict_volume(model, volumes: dict, channels: str, device="auto", precision
     return prob
 
 
+def file_sha256(path) -> str:
+    """The checksum sidecars record, so a mask names exactly the model that made it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_volumes(flair, t1, tophat, channels):
     """The uint8 volumes a channel set needs, checked to share the FLAIR's grid; and the FLAIR image."""
     flair_img = load_nifti(flair, "8-bit FLAIR")
@@ -260,24 +271,10 @@ def make_mask(prob, flair_8bit, zooms, threshold, min_lesion_mm3=MIN_LESION_MM3,
     return mask.astype(np.uint8), report
 
 
-def sidecar_path(mask_path):
-    """The JSON beside a NIfTI output: ``x_mask.nii.gz`` -> ``x_mask.json``."""
-    path = Path(mask_path)
-    name = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
-    return path.with_name(name + ".json")
-
-
-def write_sidecar(mask_path, record: dict) -> Path:
-    path = sidecar_path(mask_path)
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return path
-
-
 def inference_record(model_paths, metas, tta, flip_axis, threshold, threshold_source, min_lesion_mm3,
                      min_depth_mm, report, mask, zooms, seconds) -> dict:
     """What made a mask, for the JSON sidecar beside it (BIDS derivatives: Sources and parameters)."""
-    return {"Sources": [str(p) for p in model_paths], "Models": [m.get("name") for m in metas],
+    return {"ModelFiles": [str(p) for p in model_paths], "Models": [m.get("name") for m in metas],
             "TestTimeAugmentation": tta, "FlipVoxelAxis": flip_axis, "Threshold": threshold,
             "ThresholdSource": threshold_source, "MinLesionVolume_mm3": float(min_lesion_mm3),
             "MinDepth_mm": float(min_depth_mm), "PostProcessing": report,
@@ -300,7 +297,7 @@ def add_postprocessing_arguments(parser) -> None:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--flair", required=True, help="8-bit FLAIR")
-    parser.add_argument("--t1", help="8-bit T1 on the FLAIR grid")
+    parser.add_argument("--t1", nargs="?", const="", help="8-bit T1 on the FLAIR grid (none: FLAIR-only channels)")
     parser.add_argument("--tophat", help="top-hat of the 8-bit FLAIR")
     parser.add_argument("--model", required=True, nargs="+",
                         help="model.pt written by 'wmhflow train'; several: an ensemble (probabilities averaged)")
@@ -339,9 +336,15 @@ def main(args) -> int:
     mask, report = make_mask(prob, volumes["flair"], zooms, threshold, args.min_lesion_mm3, args.min_depth_mm)
     record = inference_record(args.model, metas, args.tta, flip_axis if args.tta == "flip" else None, threshold,
                               source, args.min_lesion_mm3, args.min_depth_mm, report, mask, zooms, seconds)
-    save_like(prob, flair_img, args.probseg, np.float32)
-    save_like(mask, flair_img, args.mask, np.uint8)
-    write_sidecar(args.mask, record)
+    inputs = [p for p in (args.flair, args.t1, args.tophat) if p]
+    made_by = {"ModelName": metas[0].get("name"), "ModelChannels": channels,
+               "ModelSHA256": [file_sha256(path) for path in args.model], "CropMargin": args.crop_margin,
+               "Precision": args.precision}
+    save_like(prob, flair_img, args.probseg, np.float32, sources=inputs,
+              Description="WMH probability of the FCN", **made_by)
+    save_like(mask, flair_img, args.mask, np.uint8, sources=[args.probseg],
+              Description="WMH mask: probability >= Threshold, then post-processing", Type="Lesion",
+              **made_by, **record)
     log.info("threshold %.2f (%s); post-processing removed %d small and %d superficial component(s), %d voxels",
              threshold, source, report["removed_small"], report["removed_superficial"], report["removed_voxels"])
     settings = dict(vars(args), channels=channels, model_names=[m.get("name") for m in metas],

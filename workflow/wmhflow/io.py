@@ -189,8 +189,11 @@ def _umask() -> int:
     return mask
 
 
-def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None) -> Path:
+def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None, sources=None, **parameters) -> Path:
     """Write ``data`` atomically on the grid of ``like``: same shape, affine and header.
+
+    With ``sources`` (the input files), the image's BIDS JSON sidecar is written first (its
+    ``Sources`` as BIDS URIs and the keyword ``parameters``), so an image never exists without it.
 
     qform and sform are both set to ``like``'s affine with ``like``'s codes (one code standing in
     for a missing other), so no reader can place the output differently from the image it came from.
@@ -212,6 +215,10 @@ def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None) -> Path
     out.set_sform(like.affine, code=scode)
     out.header.set_slope_inter(None, None)  # write raw values: no rescaling of masks or 8-bit data
     path = Path(path)
+    if sources is not None:
+        from .paths import write_sidecar
+
+        write_sidecar(path, sources, **parameters)
     with atomic_output(path) as tmp:
         nib.save(out, str(tmp))
     return path

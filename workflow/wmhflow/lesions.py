@@ -23,12 +23,12 @@ from scipy import ndimage
 from .io import atomic_output, load_nifti, require_same_grid
 from .metrics import binarize_prediction
 
-COLUMNS = ["subject", "lesion_id", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+COLUMNS = ["subject", "session", "lesion_id", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
            "max_probability", "mean_probability"]
 log = logging.getLogger(__name__)
 
 
-def lesion_table(mask: np.ndarray, affine: np.ndarray, probability=None, subject="") -> pd.DataFrame:
+def lesion_table(mask: np.ndarray, affine: np.ndarray, probability=None, subject="", session="") -> pd.DataFrame:
     """One row per 26-connected component of ``mask`` (columns :data:`COLUMNS`)."""
     labels, count = ndimage.label(binarize_prediction(mask), structure=np.ones((3, 3, 3), bool))
     if count == 0:
@@ -41,7 +41,7 @@ def lesion_table(mask: np.ndarray, affine: np.ndarray, probability=None, subject
     world = centroids @ affine[:3, :3].T + affine[:3, 3]
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     table = pd.DataFrame({
-        "subject": subject, "voxels": voxels, "volume_ml": voxels * voxel_ml,
+        "subject": subject, "session": session, "voxels": voxels, "volume_ml": voxels * voxel_ml,
         "centroid_x_mm": world[:, 0], "centroid_y_mm": world[:, 1], "centroid_z_mm": world[:, 2],
     })
     if probability is not None:
@@ -60,6 +60,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mask", required=True, help="WMH mask (> 0; probabilities >= 0.5)")
     parser.add_argument("--probseg", help="probability map on the mask's grid")
     parser.add_argument("--subject", default="")
+    parser.add_argument("--session", default="", help="session label (column 'session'; empty for none)")
     parser.add_argument("-o", "--output", required=True)
 
 
@@ -70,7 +71,7 @@ def main(args) -> int:
         prob = load_nifti(args.probseg, "probability map")
         require_same_grid(prob, args.probseg, mask, args.mask, "probability map", "mask")
         probability = np.asarray(prob.dataobj, np.float32)
-    table = lesion_table(np.asarray(mask.dataobj), mask.affine, probability, args.subject)
+    table = lesion_table(np.asarray(mask.dataobj), mask.affine, probability, args.subject, args.session)
     with atomic_output(args.output) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     log.info("%d lesion(s), %.3f mL in total", len(table), float(table["volume_ml"].sum()) if len(table) else 0.0)

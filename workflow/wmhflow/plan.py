@@ -6,13 +6,36 @@ never imports snakemake, so the plan of a cohort can be tested, and inspected, w
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import pandas as pd
 
-from .paths import bids_path
+from .errors import ConfigError
+from .paths import derivative_name
+from .slices import required_volumes
 
 #: (suffix, desc) of the preprocessing artifacts each subject gets.
 PREPROCESSED = (("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "quant"), ("T1w", "quant"),
                 ("FLAIR", "tophat"))
+#: results/README.md (BIDS recommends a README in every dataset).
+README = """# wmhflow outputs
+
+White matter hyperintensity segmentations (model `{model}`, channels `{channels}`) of the dataset named
+in dataset_description.json (DatasetLinks.raw), made by wmhflow after Xu et al., MICCAI WMH Challenge
+2017. Every image is on its FLAIR's voxel grid (space-FLAIR); its JSON sidecar names its Sources and
+the parameters that made it. group/ holds the cohort tables, models/ the trained models, logs/ and
+benchmarks/ each job's log and resource use (not BIDS, listed in .bidsignore).
+"""
+#: the BIDS version the derivative dataset follows (BIDS URIs in Sources need >= 1.9).
+BIDS_VERSION = "1.10.0"
+#: results/ entries that are not BIDS: the validator is told to skip them (.bidsignore). The
+#: per-subject metrics, lesion tables and QC pictures stay beside the masks they describe (users
+#: look for them there) but have no BIDS suffix, so they are listed too. Folders are written without
+#: a trailing slash: bids-validator 3.0.2 does not match "group/" against the folder group/.
+NOT_BIDS = ("/group", "/models", "/logs", "/benchmarks", "/checks", "/report.html", "/report",
+            "*_metrics.tsv", "*_lesions.tsv", "*_qc.png")
 #: the 8-bit inputs of the FCN, by the name train/infer give them.
 FCN_INPUTS = {"flair": ("FLAIR", "quant"), "t1": ("T1w", "quant"), "tophat": ("FLAIR", "tophat")}
 
@@ -45,16 +68,37 @@ class Plan:
         self.model = config["model"]["name"]
         self.model_dir = f"{self.results}/models/{self.model}"
         self.group = f"{self.results}/group"
+        self.channels = config["model"].get("channels", "flair,t1,tophat")
+        self.needs_t1 = "t1" in required_volumes(self.channels)
+        if self.needs_t1:
+            self._require_t1()
+
+    def _require_t1(self) -> None:
+        t1 = self.subjects["t1"] if "t1" in self.subjects else pd.Series("", index=self.subjects.index)
+        missing = [self.label(p) for p in self.subjects.index[t1.fillna("") == ""]]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            verb = "has" if len(missing) == 1 else "have"
+            raise ConfigError("model.channels", f"{self.channels} needs a T1, and {shown} {verb} none: use "
+                                                f"model.channels flair-3slice (FLAIR only), or leave them out "
+                                                f"with exclude_participant_label")
 
     # ------------------------------------------------------------------------------ names
+    # A subject's key (the rules' {subject} wildcard) is its output prefix, e.g.
+    # sub-01/ses-2/anat/sub-01_ses-2 (wmhflow.paths.prefix): folders and name in one value.
     def out(self, subject, suffix, ext=".nii.gz", **entities) -> str:
-        return str(bids_path(self.results, subject, suffix, ext, **entities))
+        return f"{self.results}/{derivative_name(subject, suffix, ext, **entities)}"
 
     def log(self, rule_name, subject="{subject}") -> str:
-        return f"{self.results}/logs/{rule_name}/sub-{subject}.log"
+        return f"{self.results}/logs/{rule_name}/{subject}.log"
 
     def bench(self, rule_name, subject="{subject}") -> str:
-        return f"{self.results}/benchmarks/{rule_name}/sub-{subject}.tsv"
+        return f"{self.results}/benchmarks/{rule_name}/{subject}.tsv"
+
+    @staticmethod
+    def label(subject) -> str:
+        """sub-01_ses-2 (the file-name part of a key), for messages and titles."""
+        return str(subject).rsplit("/", 1)[-1]
 
     def check_file(self, subject="{subject}") -> str:
         """The check step's output, outside the subject's BIDS folder (it is not a derivative)."""
@@ -121,22 +165,32 @@ class Plan:
         train = self.subjects_in("train")
         if kind == "reference":
             return [self.subjects.loc[s, "reference"] for s in train]
+        if kind == "t1" and not self.needs_t1:
+            return []
         suffix, desc = FCN_INPUTS[kind]
         return [self.out(s, suffix, desc=desc) for s in train]
 
+    def fcn_input(self, kind: str, subject="{subject}") -> list[str]:
+        """The 8-bit volume of one FCN input, or none when the channel set does not use it."""
+        if kind == "t1" and not self.needs_t1:
+            return []
+        suffix, desc = FCN_INPUTS[kind]
+        return [self.out(subject, suffix, desc=desc)]
+
     def mask(self, subject="{subject}") -> str:
-        return self.out(subject, "mask", desc=self.model, label="WMH")
+        return self.out(subject, "mask", label="WMH", desc=self.model)
 
     def mask_sidecar(self, subject="{subject}") -> str:
         """The JSON beside the mask: threshold, flips, models and post-processing that made it."""
         return self.out(subject, "mask", ".json", desc=self.model, label="WMH")
 
     def probseg(self, subject="{subject}") -> str:
-        return self.out(subject, "probseg", desc=self.model, label="WMH")
+        return self.out(subject, "probseg", label="WMH", desc=self.model)
 
     # ------------------------------------------------------------------------------ targets
     def preprocess_targets(self) -> list[str]:
-        return [self.out(s, suffix, desc=desc) for s in self.subjects.index for suffix, desc in PREPROCESSED]
+        steps = [(suffix, desc) for suffix, desc in PREPROCESSED if self.needs_t1 or suffix != "T1w"]
+        return [self.out(s, suffix, desc=desc) for s in self.subjects.index for suffix, desc in steps]
 
     def model_targets(self) -> list[str]:
         if not self.trains_model:
@@ -157,8 +211,10 @@ class Plan:
         from pathlib import Path
 
         mine = set(self.metrics_files())
-        found = Path(self.results).glob("sub-*/anat/sub-*_desc-*_metrics.tsv")
-        return sorted(str(p) for p in found if str(p) not in mine and p.parent.parent.name[4:] in self.subjects.index)
+        keys = set(self.subjects.index)
+        found = Path(self.results).glob("sub-*/**/sub-*_desc-*_metrics.tsv")
+        return sorted(str(p) for p in found if str(p) not in mine
+                      and p.relative_to(self.results).as_posix().split("_desc-")[0] in keys)
 
     def evaluate_targets(self) -> list[str]:
         return self.metrics_files() + self.lesion_files()
@@ -167,6 +223,40 @@ class Plan:
         tables = [f"{self.group}/{name}" for name in ("metrics.tsv", "summary.tsv", "lesion_volumes.tsv",
                                                        "model_comparison.tsv", "metrics_boxplots.png")]
         return tables + [self.out(s, "qc", ".png", desc=self.model) for s in self.subjects_in("test", "predict")]
+
+    # ------------------------------------------------------------------------------ the dataset
+    def dataset_description(self, cohort_root) -> dict:
+        """results/dataset_description.json: a BIDS derivative dataset naming its code and source."""
+        from . import __version__
+
+        checksum = hashlib.sha256(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()
+        source = Path(cohort_root).resolve()
+        source = source if source.is_dir() else source.parent  # a subjects TSV: its folder
+        return {
+            "Name": f"wmhflow WMH segmentation ({self.model})",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "wmhflow", "Version": __version__,
+                             "Description": f"model {self.model} ({self.channels}); configuration sha256 "
+                                            f"{checksum}"}],
+            "SourceDatasets": [{"URL": source.as_uri()}],
+            "DatasetLinks": {"raw": source.as_uri()},
+        }
+
+    def write_dataset_files(self, cohort_root) -> None:
+        """dataset_description.json and .bidsignore, rewritten only when their content changes
+        (called by the Snakefile's onstart, before any job writes a sidecar that refers to them)."""
+        from .io import atomic_output
+
+        root = Path(self.results)
+        files = {"dataset_description.json": json.dumps(self.dataset_description(cohort_root), indent=2) + "\n",
+                 ".bidsignore": "\n".join(NOT_BIDS) + "\n",
+                 "README.md": README.format(model=self.model, channels=self.channels)}
+        for name, text in files.items():
+            path = root / name
+            if not path.is_file() or path.read_text() != text:
+                with atomic_output(path) as tmp:
+                    tmp.write_text(text)
 
     def all_targets(self) -> list[str]:
         return (self.preprocess_targets() + self.model_targets() + self.segment_targets()

@@ -20,7 +20,7 @@ import numpy as np
 from .checks import check_images
 from .errors import InputError, WmhflowError
 from .io import load_nifti, save_like, voxels
-from .paths import bids_path
+from .paths import bids_path, sidecar_path
 from .preprocess.bias import ITERATIONS, SHRINK
 
 log = logging.getLogger(__name__)
@@ -109,15 +109,23 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
                                 tta=tta, flip_axis=flip_axis)
     step("fcn", started)
     name = meta.get("name") or "fcn2d"
-    written["probseg"] = str(save_like(prob, flair, bids_path(out_dir, subject, "probseg", desc=name, label="WMH"),
-                                       np.float32))
+    made_by = {"ModelName": name, "ModelChannels": channels,
+               "ModelSHA256": [infer.file_sha256(path) for path in model_paths], "N4Shrink": list(shrink),
+               "N4Iterations": list(iterations), "RequantizePercentiles": [low_pct, high_pct], "TophatArea": area,
+               "TophatConnectivity": connectivity, "CropMargin": crop_margin}
+    sources = [flair_path] + ([t1_path] if t1_path else [])
+    probseg_path = bids_path(out_dir, subject, "probseg", label="WMH", desc=name)
+    written["probseg"] = str(save_like(prob, flair, probseg_path, np.float32, sources=sources,
+                                       Description="WMH probability of the FCN (wmhflow segment)", **made_by))
     zooms = flair.header.get_zooms()[:3]
     mask, report = infer.make_mask(prob, volumes["flair"], zooms, threshold, min_lesion_mm3, min_depth_mm)
-    written["mask"] = str(save_like(mask, flair, bids_path(out_dir, subject, "mask", desc=name, label="WMH"),
-                                    np.uint8))
     record = infer.inference_record(model_paths, metas, tta, flip_axis, threshold, threshold_source, min_lesion_mm3,
                                     min_depth_mm, report, mask, zooms, timings["fcn"])
-    written["mask_json"] = str(infer.write_sidecar(written["mask"], record))
+    mask_path = bids_path(out_dir, subject, "mask", label="WMH", desc=name)
+    written["mask"] = str(save_like(mask, flair, mask_path, np.uint8, sources=sources,
+                                    Description="WMH mask: probability >= Threshold, then post-processing",
+                                    Type="Lesion", **made_by, **record))
+    written["mask_json"] = str(sidecar_path(mask_path))
     volume_ml = record["WMHVolume_mL"]
     log.info("sub-%s: %.2f mL of WMH (threshold %.2f: %s); steps %s", subject, volume_ml, threshold,
              threshold_source, json.dumps(timings))

@@ -7,7 +7,6 @@ A slice is the third voxel axis. Channel sets: ``flair,t1,tophat`` (the paper), 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 CHANNEL_SETS = ("flair,t1,tophat", "flair,t1,t1", "flair-3slice")
 
@@ -37,7 +36,9 @@ def colour_slices(volumes: dict, channels: str) -> np.ndarray:
 INPUT_STD = 58.0
 
 
-def to_input(batch) -> torch.Tensor:
+def to_input(batch):
     """Centre 8-bit colour images by -127 (the paper) and scale them as torchvision's VGG16 expects."""
+    import torch  # here, so that planning (wmhflow.plan asks required_volumes) does not import torch
+
     tensor = torch.as_tensor(batch)
     return (tensor.to(torch.float32) - 127.0) / INPUT_STD

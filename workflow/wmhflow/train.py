@@ -28,7 +28,7 @@ from .device import autocast_dtype, pick_device, prepare, set_threads
 from .errors import ConfigError, InputError
 from .io import atomic_output, label_array, load_nifti, require_same_grid
 from .model import build_model, save_model
-from .slices import colour_slices, to_input
+from .slices import colour_slices, required_volumes, to_input
 
 log = logging.getLogger(__name__)
 IGNORE = 255
@@ -86,6 +86,8 @@ def load_training_subject(flair, t1, tophat, reference, channels):
     flair_img = load_nifti(flair, "8-bit FLAIR")
     volumes = {"flair": _uint8(flair_img, flair)}
     for key, path in (("t1", t1), ("tophat", tophat)):
+        if not path and key not in required_volumes(channels):  # FLAIR-only channel sets: no T1
+            continue
         img = load_nifti(path, key)
         require_same_grid(img, path, flair_img, flair, key)
         volumes[key] = _uint8(img, path)
@@ -244,6 +246,7 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
     settings = resolve_config(train_config)
     out_dir = Path(out_dir)
     channels = model_config.get("channels", "flair,t1,tophat")
+    t1s = [t for t in t1s if t] or [None] * len(flairs)
     if not (len(flairs) == len(t1s) == len(tophats) == len(references)) or not flairs:
         raise ConfigError("train", "training needs the same number (>= 1) of FLAIR, T1, top-hat and reference files")
     seed = int(settings["seed"])
@@ -339,7 +342,7 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
 
 def add_arguments(parser) -> None:
     parser.add_argument("--flair", nargs="+", required=True, help="8-bit FLAIRs of the training subjects")
-    parser.add_argument("--t1", nargs="+", required=True, help="8-bit T1s, same order")
+    parser.add_argument("--t1", nargs="*", default=[], help="8-bit T1s, same order (none for FLAIR-only channels)")
     parser.add_argument("--tophat", nargs="+", required=True, help="top-hats, same order")
     parser.add_argument("--reference", nargs="+", required=True, help="reference labels, same order")
     parser.add_argument("--config-json", required=True, help='JSON {"model": {...}, "train": {...}}')

@@ -102,5 +102,8 @@ def main(args) -> int:
     flair = load_nifti(args.flair, "FLAIR")
     t1 = load_nifti(args.t1, "T1")
     aligned = align_t1_to_flair(flair, t1, args.mode, args.t1, args.flair)
-    save_like(np.asarray(aligned.dataobj), flair, args.output, np.float32)
+    save_like(np.asarray(aligned.dataobj), flair, args.output, np.float32, sources=[args.t1, args.flair],
+              SpatialReference=args.flair,
+              Description="T1 on the FLAIR's voxel grid", AlignMode=args.mode,
+              Registered=not (args.mode != "always" and same_grid(flair, t1)))
     return 0

@@ -88,7 +88,11 @@ def main(args) -> int:
     start = time.perf_counter()
     corrected, field = n4_correct_array(img, None, None, args.shrink, args.iterations, args.control_points,
                                         args.threads)
-    save_like(corrected, img, args.output, np.float32)
+    save_like(corrected, img, args.output, np.float32, sources=[args.input],
+              Description="N4 bias-field corrected (SimpleITK, fitted on a shrunken image)",
+              N4Shrink=list(args.shrink), N4Iterations=list(args.iterations),
+              N4ControlPoints=args.control_points,
+              BiasFieldRange=[round(float(field.min()), 4), round(float(field.max()), 4)])
     log.info("N4 of %s in %.1f s (shrink %s, iterations %s); bias field range %.2f-%.2f", args.input,
              time.perf_counter() - start, tuple(args.shrink), tuple(args.iterations), field.min(), field.max())
     return 0

@@ -20,15 +20,19 @@ from .headmask import head_mask_array
 log = logging.getLogger(__name__)
 
 
+def head_window(data: np.ndarray, mask: np.ndarray, low_pct: float, high_pct: float) -> tuple[float, float]:
+    """The intensity window (the two percentiles' values within the head) that maps onto 1..255."""
+    low, high = np.percentile(np.asarray(data, np.float32)[np.asarray(mask, bool)], [low_pct, high_pct])
+    return float(low), float(high) if high > low else float(low) + 1.0
+
+
 def requantize_array(data: np.ndarray, mask: np.ndarray | None = None, low_pct: float = 0.5,
                      high_pct: float = 99.8) -> np.ndarray:
     data = np.asarray(data, dtype=np.float32)
     mask = head_mask_array(data) if mask is None else np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(data.shape, np.uint8)
-    low, high = np.percentile(data[mask], [low_pct, high_pct])
-    if high <= low:
-        high = low + 1.0
+    low, high = head_window(data, mask, low_pct, high_pct)
     scaled = 1.0 + (data - low) * (254.0 / (high - low))
     out = np.clip(np.rint(scaled), 1, 255).astype(np.uint8)
     out[~mask] = 0
@@ -58,7 +62,12 @@ def main(args) -> int:
         mask_img = load_nifti(args.mask_from, "mask image")
         require_same_grid(mask_img, args.mask_from, img, args.input, "mask image", args.role)
         mask = head_mask_array(voxels(mask_img))
-    out = requantize(img, mask, args.low_pct, args.high_pct)
-    save_like(out, img, args.output, np.uint8)
+    data = voxels(img)
+    mask = head_mask_array(data) if mask is None else mask
+    out = requantize_array(data, mask, args.low_pct, args.high_pct)
+    window = head_window(data, mask, args.low_pct, args.high_pct) if mask.any() else None
+    save_like(out, img, args.output, np.uint8, sources=[args.input] + ([args.mask_from] if args.mask_from else []),
+              Description="requantized to 8 bits: the head's percentile window onto 1..255, 0 outside the head",
+              RequantizePercentiles=[args.low_pct, args.high_pct], RequantizeWindow=window)
     log.info("%s: 8-bit window on the %.1f-%.1f percentiles of the head", args.output, args.low_pct, args.high_pct)
     return 0

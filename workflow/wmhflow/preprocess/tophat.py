@@ -115,7 +115,9 @@ def main(args) -> int:
                                      f"{img.get_data_dtype()} data read as {data.dtype}")
     start = time.perf_counter()
     tophat = area_tophat(data, args.area, args.connectivity, args.threads)
-    save_like(tophat, img, args.output, np.uint8)
+    save_like(tophat, img, args.output, np.uint8, sources=[args.input],
+              Description="per-slice area-opening top-hat (image minus its area opening)",
+              TophatArea=args.area, TophatConnectivity=args.connectivity)
     log.info("area top-hat (area %d, connectivity %d) in %.2f s: %d voxels > 0", args.area, args.connectivity,
              time.perf_counter() - start, int(np.count_nonzero(tophat)))
     return 0

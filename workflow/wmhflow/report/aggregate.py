@@ -29,7 +29,6 @@ steps (``wmhflow plot``) always find a readable file.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +37,37 @@ import pandas as pd
 from ..errors import InputError
 from ..io import atomic_output
 from ..metrics import KEYS, METRICS
+from ..paths import subject_session
 
 log = logging.getLogger(__name__)
 METRICS = list(METRICS)
 ID_COLUMNS = ["subject", "site", "split", "model"]
-_TEXT = {c: str for c in ID_COLUMNS + ["remarks"]}
-_SUBJECT_IN_NAME = re.compile(r"^sub-([A-Za-z0-9]+)_")
+_TEXT = {c: str for c in ID_COLUMNS + ["session", "remarks"]}
 SUMMARY_COLUMNS = ["model", "site", "subjects"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "median", "n")]
 VOLUME_COLUMNS = ["subject", "site", "split", "model", "lesion_volume_ml", "lesion_count"]
+_SESSION_MARK = "_ses-"
+
+
+def fold_sessions(frame: pd.DataFrame) -> pd.DataFrame:
+    """One id per row for the functions below: ``subject`` becomes ``<subject>_ses-<session>`` where
+    there is a session (and the session column goes); :func:`unfold_sessions` undoes it for writing."""
+    if "session" not in frame or not len(frame):
+        return frame.drop(columns="session", errors="ignore")
+    frame = frame.copy()
+    session = frame["session"].fillna("").astype(str)
+    frame["subject"] = frame["subject"].astype(str).where(session == "", frame["subject"].astype(str)
+                                                          + _SESSION_MARK + session)
+    return frame.drop(columns="session")
+
+
+def unfold_sessions(frame: pd.DataFrame) -> pd.DataFrame:
+    """``subject`` and ``session`` columns again (session "" for none), session second."""
+    frame = frame.copy()
+    parts = frame["subject"].astype(str).str.split(_SESSION_MARK, n=1, expand=True) if len(frame) else None
+    frame["subject"] = parts[0] if parts is not None else frame["subject"]
+    session = parts[1].fillna("") if parts is not None and parts.shape[1] > 1 else ""
+    frame.insert(1, "session", session)
+    return frame
 
 
 def read_tsv(path) -> pd.DataFrame:
@@ -141,9 +163,9 @@ def read_lesion_tables(paths):
     """(all lesion rows, the subjects these tables are of), subjects in the order of the paths."""
     frames, subjects = [], []
     for path in paths:
-        frame = read_tsv(path)
-        match = _SUBJECT_IN_NAME.match(Path(path).name)
-        named = match.group(1) if match else None
+        frame = fold_sessions(read_tsv(path))
+        found = subject_session(Path(path).name)
+        named = (found[0] + (_SESSION_MARK + found[1] if found[1] else "")) if found else None
         if len(frame):
             if "subject" not in frame or frame["subject"].isna().all():
                 if named is None:
@@ -205,13 +227,15 @@ def main(args) -> int:
     subjects = read_tsv(args.subjects)
     if "subject" not in subjects:
         raise InputError(args.subjects, "subjects table without a 'subject' column")
-    metrics = complete_metrics(read_tables(args.metrics), subjects, args.model)
+    subjects = fold_sessions(subjects)
+    metrics = complete_metrics(fold_sessions(read_tables(args.metrics)), subjects, args.model)
     lesions, segmented = read_lesion_tables(args.lesions)
     # everything is read and checked before anything is written
-    write_tsv(metrics, out_dir / "metrics.tsv")
+    write_tsv(unfold_sessions(metrics), out_dir / "metrics.tsv")
     write_tsv(summarize(metrics, args.split), out_dir / "summary.tsv")
     write_tsv(compare_models(metrics, args.split), out_dir / "model_comparison.tsv")
-    write_tsv(lesion_volumes(lesions, subjects, args.model, segmented), out_dir / "lesion_volumes.tsv")
+    write_tsv(unfold_sessions(lesion_volumes(lesions, subjects, args.model, segmented)),
+              out_dir / "lesion_volumes.tsv")
     log.info("group tables of %d evaluated and %d segmented subject(s) written to %s", len(metrics),
              len(segmented), out_dir)
     return 0

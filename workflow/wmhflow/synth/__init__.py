@@ -223,6 +223,7 @@ def synthesize_subject(site: Site, seed: int, t1_misaligned=False, t1_own_grid=F
         img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
         img.set_qform(affine, code=1)
         img.set_sform(affine, code=1)
+        img.header.set_xyzt_units("mm")  # as scanners write it (BIDS validators warn without units)
         return img
 
     return (image(np.clip(np.round(flair), 0, 32767), grid, np.int16),
@@ -230,14 +231,16 @@ def synthesize_subject(site: Site, seed: int, t1_misaligned=False, t1_own_grid=F
             image(labels, grid, np.uint8))
 
 
-def _layout_paths(root: Path, layout: str, site: Site, subject_id: int):
+def _layout_paths(root: Path, layout: str, site: Site, subject_id: int, session: str = ""):
     if layout == "challenge":
         base = root / site.name / str(subject_id)
         return base / "pre/FLAIR.nii.gz", base / "pre/T1.nii.gz", base / "wmh.nii.gz"
     if layout == "bids":
         sub = f"sub-{subject_id}"
-        return (root / sub / "anat" / f"{sub}_FLAIR.nii.gz", root / sub / "anat" / f"{sub}_T1w.nii.gz",
-                root / "derivatives/wmh" / sub / "anat" / f"{sub}_label-WMH_mask.nii.gz")
+        folder = f"{sub}/ses-{session}/anat" if session else f"{sub}/anat"
+        name = f"{sub}_ses-{session}" if session else sub
+        return (root / folder / f"{name}_FLAIR.nii.gz", root / folder / f"{name}_T1w.nii.gz",
+                root / "derivatives/wmh" / folder / f"{name}_label-WMH_mask.nii.gz")
     if layout == "tsv":
         base = root / "data" / site.name.replace("/", "_") / str(subject_id)
         return base / "flair.nii.gz", base / "t1.nii.gz", base / "wmh.nii.gz"
@@ -245,8 +248,13 @@ def _layout_paths(root: Path, layout: str, site: Site, subject_id: int):
 
 
 def write_cohort(out_dir, subjects: int, seed: int = 0, small: bool = False, layout: str = "challenge",
-                 t1_misaligned: bool = False, t1_own_grid: bool = False) -> pd.DataFrame:
-    """Write ``subjects`` synthetic subjects (round-robin over the three sites) and return their table."""
+                 t1_misaligned: bool = False, t1_own_grid: bool = False, sessions: int = 0) -> pd.DataFrame:
+    """Write ``subjects`` synthetic subjects (round-robin over the three sites) and return their table.
+
+    ``sessions`` > 0 (BIDS layout only): that many sessions per subject (``ses-1``...), each its own
+    synthetic scan; one table row per session, with a ``session`` column."""
+    if sessions and layout != "bids":
+        raise ValueError("sessions need the bids layout")
     from ..io import save_like
 
     root = Path(out_dir)
@@ -256,20 +264,22 @@ def write_cohort(out_dir, subjects: int, seed: int = 0, small: bool = False, lay
         site = SITES[i % len(SITES)]
         subject_id = site.first_id + counters[site.name]
         counters[site.name] += 1
-        flair, t1, ref = synthesize_subject(_small(site) if small else site, seed * 100003 + i,
-                                            t1_misaligned, t1_own_grid)
-        paths = _layout_paths(root, layout, site, subject_id)
-        for img, path in zip((flair, t1, ref), paths):
-            save_like(np.asanyarray(img.dataobj), img, path)
-        rows.append({"subject": str(subject_id), "site": site.name, "flair": str(paths[0]),
-                     "t1": str(paths[1]), "reference": str(paths[2])})
-        log.info("synthetic subject %s (%s): %d WMH voxels", subject_id, site.name,
-                 int((np.asarray(ref.dataobj) == 1).sum()))
+        for s, session in enumerate([str(k + 1) for k in range(sessions)] or [""]):
+            flair, t1, ref = synthesize_subject(_small(site) if small else site, seed * 100003 + i + 7919 * s,
+                                                t1_misaligned, t1_own_grid)
+            paths = _layout_paths(root, layout, site, subject_id, session)
+            for img, path in zip((flair, t1, ref), paths):
+                save_like(np.asanyarray(img.dataobj), img, path)
+            rows.append({"subject": str(subject_id), **({"session": session} if sessions else {}),
+                         "site": site.name, "flair": str(paths[0]), "t1": str(paths[1]), "reference": str(paths[2])})
+            log.info("synthetic subject %s%s (%s): %d WMH voxels", subject_id, f" ses-{session}" if session else "",
+                     site.name, int((np.asarray(ref.dataobj) == 1).sum()))
     table = pd.DataFrame(rows)
     if layout == "bids":
         (root / "dataset_description.json").write_text(json.dumps(
             {"Name": "wmhflow synthetic cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw"}, indent=2))
-        pd.DataFrame({"participant_id": "sub-" + table["subject"], "site": table["site"]}).to_csv(
+        participants = table.drop_duplicates("subject")
+        pd.DataFrame({"participant_id": "sub-" + participants["subject"], "site": participants["site"]}).to_csv(
             root / "participants.tsv", sep="\t", index=False)
     if layout == "tsv":
         rel = table.copy()
