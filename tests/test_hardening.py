@@ -18,6 +18,7 @@ import pytest
 
 from conftest import write_nifti
 from wmhflow import cohort, config as wmh_config, io
+from wmhflow.paths import prefix
 from wmhflow.cli import main as cli
 from wmhflow.errors import ConfigError, InputError
 
@@ -235,7 +236,7 @@ def tsv_files(tmp_path, good):
 def test_trailing_tabs_from_a_spreadsheet_keep_every_column_in_place(tsv_files, good):
     tsv, row = tsv_files
     tsv.write_text(f"{HEADER}\t\n{row}\t\n")  # what spreadsheet exports write
-    table = cohort.discover(tsv)
+    table = cohort.discover(tsv).set_index("subject")
     assert list(table.index) == ["a"] and table.loc["a", "site"] == "X"
     assert table.loc["a", "flair"] == str(good[0].resolve()) and table.loc["a", "reference"] == str(good[2].resolve())
 
@@ -243,7 +244,7 @@ def test_trailing_tabs_from_a_spreadsheet_keep_every_column_in_place(tsv_files, 
 def test_bom_crlf_and_blank_lines_are_read(tsv_files, good):
     tsv, row = tsv_files
     tsv.write_bytes(("\ufeff" + HEADER + "\r\n\r\n" + row + "\r\n\t\t\r\n").encode("utf-8"))
-    table = cohort.discover(tsv)
+    table = cohort.discover(tsv).set_index("subject")
     assert list(table.index) == ["a"] and table.loc["a", "split"] == "test"
 
 
@@ -402,18 +403,19 @@ def test_status_table_from_the_plan_and_the_logs(tmp_path):
     from wmhflow.plan import Plan
     from wmhflow.status import status_table
 
-    subjects = pd.DataFrame({"site": ["A"] * 4, "flair": ["f"] * 4, "t1": ["t"] * 4, "reference": ["r", "r", "", ""],
+    keys = [prefix(s) for s in ("01", "02", "03", "04")]
+    subjects = pd.DataFrame({"subject": ["01", "02", "03", "04"], "session": [""] * 4, "site": ["A"] * 4, "flair": ["f"] * 4, "t1": ["t"] * 4, "reference": ["r", "r", "", ""],
                              "split": ["train", "test", "predict", "predict"]},
-                            index=pd.Index(["01", "02", "03", "04"], name="subject"))
+                            index=pd.Index(keys, name="prefix"))
     plan = Plan({"results": str(tmp_path / "results"), "model": {"name": "fcn2d", "checkpoint": None}}, subjects)
-    for target in [plan.check_file("01")] + [t for t in plan.preprocess_targets() if "sub-01" in t]:
+    for target in [plan.check_file(keys[0])] + [t for t in plan.preprocess_targets() if "sub-01" in t]:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_text("")
-    failing = Path(plan.log("bias_correct_FLAIR", "02"))
-    failing.parent.mkdir(parents=True)
+    failing = Path(plan.log("bias_correct_FLAIR", keys[1]))
+    failing.parent.mkdir(parents=True, exist_ok=True)
     failing.write_text("12:00:00 INFO start\nwmhflow bias-correct: error: /data/02.nii.gz: FLAIR is broken\n")
-    crashed = Path(plan.log("tophat", "04"))
-    crashed.parent.mkdir(parents=True)
+    crashed = Path(plan.log("tophat", keys[3]))
+    crashed.parent.mkdir(parents=True, exist_ok=True)
     crashed.write_text("Traceback (most recent call last):\n  File x\nMemoryError: out of memory\n")
     train = Path(plan.train_log())
     train.parent.mkdir(parents=True)

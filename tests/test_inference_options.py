@@ -157,8 +157,8 @@ def test_ensemble_of_two_identical_checkpoints_equals_one(tmp_path, net):
     prob2, mask2, record2 = infer_files(paths, [first, second], tmp_path / "two")
     np.testing.assert_allclose(prob2, prob1, atol=1e-6)
     assert np.array_equal(mask1, mask2)
-    assert record2["Sources"] == [str(first), str(second)] and record2["Models"] == ["a", "b"]
-    assert record1["Sources"] == [str(first)]
+    assert record2["ModelFiles"] == [str(first), str(second)] and record2["Models"] == ["a", "b"]
+    assert record1["ModelFiles"] == [str(first)]
 
 
 def test_ensemble_of_other_channel_sets_is_refused(tmp_path, net):

@@ -234,7 +234,7 @@ def test_ensemble_of_two_checkpoints_in_the_workflow(pipeline):
         assert np.array_equal(np.asarray(nib.load(str(mask)).dataobj), np.asarray(nib.load(str(twice)).dataobj))
         record = json.loads(twice.with_name(twice.name.replace(".nii.gz", ".json")).read_text())
         single = json.loads(mask.with_name(mask.name.replace(".nii.gz", ".json")).read_text())
-        assert record["Sources"] == [str(model), str(model)] and record["Threshold"] == single["Threshold"]
+        assert record["ModelFiles"] == [str(model), str(model)] and record["Threshold"] == single["Threshold"]
 
 
 def _chromium():

@@ -102,13 +102,13 @@ class Plan:
 
     def check_file(self, subject="{subject}") -> str:
         """The check step's output, outside the subject's BIDS folder (it is not a derivative)."""
-        return f"{self.results}/checks/sub-{subject}.json"
+        return f"{self.results}/checks/{subject}.json"
 
     def subject_logs(self, subject) -> list[str]:
         """Every rule log of one subject (the check step's first), for the status table."""
         from pathlib import Path
 
-        logs = sorted(str(p) for p in Path(self.results).glob(f"logs/*/sub-{subject}.log"))
+        logs = sorted(str(p) for p in Path(self.results).glob(f"logs/*/{subject}.log"))
         first = self.log("check_subject", subject)
         return ([first] if first in logs else []) + [p for p in logs if p != first]
 
@@ -182,7 +182,7 @@ class Plan:
 
     def mask_sidecar(self, subject="{subject}") -> str:
         """The JSON beside the mask: threshold, flips, models and post-processing that made it."""
-        return self.out(subject, "mask", ".json", desc=self.model, label="WMH")
+        return self.out(subject, "mask", ".json", label="WMH", desc=self.model)
 
     def probseg(self, subject="{subject}") -> str:
         return self.out(subject, "probseg", label="WMH", desc=self.model)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 log = logging.getLogger(__name__)
-COLUMNS = ["subject", "site", "split", "status", "step", "reason", "outputs"]
+COLUMNS = ["subject", "session", "site", "split", "status", "step", "reason", "outputs"]
 
 
 def error_line(log_file) -> str:
@@ -52,14 +52,16 @@ def subject_status(plan, subject) -> dict:
     row = plan.subjects.loc[subject]
     targets = _subject_targets(plan, subject)
     present = sum(Path(t).exists() for t in targets)
-    status = {"subject": subject, "site": row["site"], "split": row["split"], "outputs": f"{present}/{len(targets)}",
+    status = {"subject": row["subject"], "session": row.get("session", ""), "site": row["site"], "split": row["split"], "outputs": f"{present}/{len(targets)}",
               "status": "done", "step": "", "reason": ""}
     if present == len(targets):
         return status
     for log_file in plan.subject_logs(subject):
         reason = error_line(log_file)
         if reason:
-            return dict(status, status="failed", step=Path(log_file).parent.name, reason=reason)
+            # logs/<rule>/<prefix folders>/<prefix>.log: the rule is the first folder below logs/
+            step = Path(log_file).relative_to(Path(plan.results) / "logs").parts[0]
+            return dict(status, status="failed", step=step, reason=reason)
     train_log = plan.train_log()
     if plan.trains_model and row["split"] in ("test", "predict") and not Path(plan.model_file()).exists():
         reason = error_line(train_log)
@@ -82,8 +84,8 @@ def write_status(plan, stream=sys.stderr) -> pd.DataFrame:
         table.to_csv(tmp, sep="\t", index=False)
     bad = table[table["status"] != "done"]
     print(f"wmhflow: {len(table) - len(bad)} of {len(table)} subjects finished; status table {path}", file=stream)
-    for _, r in bad.iterrows():
-        print(f"  sub-{r['subject']}  {r['status']}  {r['step'] or '-'}  {r['reason']}", file=stream)
+    for key, r in zip(plan.subjects.index[table["status"] != "done"], bad.to_dict("records")):
+        print(f"  {plan.label(key)}  {r['status']}  {r['step'] or '-'}  {r['reason']}", file=stream)
     return table
 
 
