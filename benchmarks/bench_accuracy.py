@@ -101,7 +101,8 @@ def preprocess(row, work: Path) -> dict:
     return {k: str(p) for k, p in out.items()}
 
 
-def train_model(name, preset, channels, train_rows, work: Path, threads: int, iterations=None):
+def train_model(name, preset, channels, train_rows, work: Path, threads: int, iterations=None,
+                from_checkpoint=False):
     """Train (or reuse) one model; returns (model path, timing dict)."""
     from wmhflow.train import train
 
@@ -109,6 +110,8 @@ def train_model(name, preset, channels, train_rows, work: Path, threads: int, it
     timing_file = out_dir / "timing.json"
     if (out_dir / "model.pt").is_file() and timing_file.is_file():
         return out_dir / "model.pt", json.loads(timing_file.read_text())
+    if from_checkpoint:
+        return checkpoint_model(out_dir, preset, channels)
     train_config = {"preset": preset}
     if iterations:
         train_config["overrides"] = {"iterations": int(iterations)}
@@ -131,6 +134,37 @@ def train_model(name, preset, channels, train_rows, work: Path, threads: int, it
     timing["cpu_share_of_threads"] = round(timing["process_cpu_seconds"] / max(seconds * threads, 1e-9), 2)
     timing_file.write_text(json.dumps(timing, indent=2))
     return out_dir / "model.pt", timing
+
+
+def checkpoint_model(out_dir: Path, preset, channels):
+    """The model of an unfinished training (its last checkpoint), written as model_partial.pt.
+
+    For a machine too loaded to finish a preset before a deadline: the timing says how far it got.
+    """
+    import torch
+
+    from wmhflow.model import build_model, save_model
+    from wmhflow.train import resolve_config
+
+    state = torch.load(out_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    model = build_model(16, "none")
+    model.load_state_dict(state["model"])
+    settings = resolve_config({"preset": preset})
+    path = save_model(out_dir / "model_partial.pt", model, {"name": "fcn2d", "channels": channels, "train": settings,
+                                                            "iterations": state["iteration"]})
+    rows = state["rows"]
+    batch = int(settings["batch_size"])
+    seconds = 0.0
+    previous = 0
+    for it, _, _, speed, _ in rows:  # time of each logged interval: iterations x batch / slices per s
+        seconds += (it - previous) * batch / max(speed, 1e-9)
+        previous = it
+    timing = {"iterations": int(state["iteration"]), "of_iterations": int(settings["iterations"]),
+              "partial": True, "train_seconds": round(seconds, 1),
+              "seconds_per_iteration": round(seconds / max(previous, 1), 3),
+              "load_average_at_scoring": [round(x, 2) for x in os.getloadavg()], "cpu": _cpu_name(),
+              "avx512": _has_avx512()}
+    return path, timing
 
 
 def _cpu_name() -> str:
@@ -197,6 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=str(REPO / "benchmarks" / "work" / "accuracy"))
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--tag", default="", help="suffix of the run's name (e.g. a variant under test)")
+    parser.add_argument("--from-checkpoint", action="store_true",
+                        help="score the last checkpoint of a training that has not finished (marked partial)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from wmhflow.device import set_threads
@@ -230,7 +266,8 @@ def main(argv=None) -> int:
                 run = f"{preset}|{channels}|{protocol_name}{'|' + args.tag if args.tag else ''}"
                 name = run.replace("|", "_").replace(",", "-").replace("/", "_")
                 log.info("run %s: training on %d subjects", run, len(train_rows))
-                model_path, timing = train_model(name, preset, channels, train_rows, work, args.threads, args.iterations)
+                model_path, timing = train_model(name, preset, channels, train_rows, work, args.threads, args.iterations,
+                                                 args.from_checkpoint)
                 scored = pd.DataFrame(score(model_path, test_rows, args.threads))
                 scored.insert(0, "run", run)
                 scored.insert(1, "preset", preset)
