@@ -60,9 +60,10 @@ PRESETS = {
         "validation_subjects": 1, "validate_every": 200, "checkpoint_every": 100, "log_every": 25, "seed": 0,
     },
     # Real cohorts, other scanners: the demo's recipe with scanner augmentation, small-lesion sampling
-    # and CE + soft Dice, 800 iterations of batch 8 (about 9 min on this project's 2-core development
-    # machine when quiet, so within 30 min on a ~3x slower 2-core machine without AVX-512; minutes on a
-    # GPU). Measured in benchmarks/bench_accuracy.py (README, Benchmarks).
+    # and CE + soft Dice, 800 iterations of batch 8: about 10 min on this project's 2-core development
+    # machine when quiet (estimated from the demo's measured 0.71 s/iteration + ~7 % augmentation), so
+    # about 30 min on a ~3x slower 2-core machine without AVX-512; minutes on a GPU. Accuracy:
+    # benchmarks/bench_accuracy.py (README, Benchmarks; so far only 200-iteration partial runs).
     "standard": {
         "iterations": 800, "batch_size": 8, "crop": 96, "lesion_crop_fraction": 0.6, "optimizer": "adam",
         "phases": [{"iterations": 600, "lr": 3e-4, "momentum": 0.9}, {"iterations": 200, "lr": 1e-4, "momentum": 0.9}],
