@@ -146,3 +146,55 @@ def test_t1_on_its_own_grid():
     # Both grids cover the same field of view around the same centre.
     centre = lambda img: nib.affines.apply_affine(img.affine, (np.array(img.shape) - 1) / 2)  # noqa: E731
     np.testing.assert_allclose(centre(t1), centre(flair), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ domain-shifted sites
+def test_shifted_sites_differ_in_grid_slices_contrast_and_lesions():
+    from wmhflow.synth import SHIFTED_SITES, SIGNAL, sequence_signals, site_by_name
+
+    seen_spacings = {s.spacing for s in SITES}
+    for site in SHIFTED_SITES:
+        assert site.spacing not in seen_spacings and site.spacing[2] > 3.0  # coarser slices than any seen site
+        assert site.slice_thickness > site.spacing[2] and site.warp_mm > 0 and site.sequence is not None
+        assert site.first_id not in {s.first_id for s in SITES}
+        assert site_by_name(site.name) is site
+        signals = sequence_signals(site.sequence, site.lesion_strength)
+        flair = {k: v[0] for k, v in signals.items()}
+        assert flair["csf"] < flair["wm"] < flair["gm"] < flair["lesion"]  # still a FLAIR
+        assert signals["lesion"][1] < 1.0  # WMH hypointense to WM on T1
+    held_out = sequence_signals(site_by_name("Shifted15T").sequence, site_by_name("Shifted15T").lesion_strength)
+    # a spin-echo T1 at 1.5 T: far weaker GM/WM contrast than the seen sites' table; fainter WMH on FLAIR
+    assert held_out["gm"][1] > 0.8 > SIGNAL["gm"][1]
+    assert held_out["lesion"][0] / held_out["wm"][0] < min(s.lesion_contrast for s in SITES)
+    with pytest.raises(ValueError, match="unknown synthetic site"):
+        site_by_name("Nowhere")
+
+
+def test_shifted_site_is_reproducible_and_has_thick_slices():
+    from dataclasses import replace
+
+    from wmhflow.synth import site_by_name
+
+    site = _small(site_by_name("Shifted15T"))
+    flair, t1, ref = synthesize_subject(site, 4)
+    again = synthesize_subject(site, 4)
+    for a, b in zip((flair, t1, ref), again):
+        np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert flair.shape == site.shape
+    np.testing.assert_allclose(flair.header.get_zooms(), site.spacing, rtol=1e-5)
+    # the slice profile makes neighbouring slices alike: compare with the same subject on thin slices
+    thin = synthesize_subject(replace(site, slice_thickness=None), 4)[0]
+
+    def neighbour_correlation(img):
+        data = np.asarray(img.dataobj, np.float32)
+        head = (data[:, :, :-1] > 0) & (data[:, :, 1:] > 0)
+        return np.corrcoef(data[:, :, :-1][head], data[:, :, 1:][head])[0, 1]
+
+    assert neighbour_correlation(flair) > neighbour_correlation(thin) + 0.02
+
+
+def test_write_cohort_with_named_sites(tmp_path):
+    table = write_cohort(tmp_path, 2, seed=3, small=True, sites=["Shifted3T"])
+    assert list(table["site"]) == ["Shifted3T", "Shifted3T"] and list(table["subject"]) == ["250", "251"]
+    with pytest.raises(ValueError, match="unknown synthetic site"):
+        write_cohort(tmp_path / "x", 1, sites=["Nowhere"])

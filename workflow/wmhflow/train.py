@@ -4,6 +4,13 @@ Loss: softmax cross-entropy over pixels (the paper's multinomial logistic loss),
 pixels of a batch; label 2 ("other pathology") is ignored, as the challenge ignores it in scoring.
 Augmentation: random scaling and rotation of each slice (labels nearest-neighbour).
 
+The 'standard' preset (for real cohorts, scanners not seen in training) adds, each setting optional in
+any preset: intensity augmentation for scanner differences (``intensity``, see :mod:`wmhflow.augment`),
+thick-slice simulation by blending a slice with its neighbours (``slice_mix``), left-right flips
+(``flip``), lesion-centred crops that pick a lesion *component* uniformly so that small lesions are
+drawn as often as large ones (``lesion_sampling: component``), and cross-entropy plus soft Dice
+(``loss: ce+dice``, ``dice_weight``).
+
 The paper's Caffe schedule (lr 1e-8 then 1e-9, momentum 0.99 then 0.999) applies to a loss SUMMED
 over the pixels of 20 slices; with the averaged loss used here the same steps need the learning rate
 multiplied by the number of pixels per batch (20 x 256 x 256 = 1.3e6 gives 1.3e-2 and 1.3e-3): the
@@ -26,6 +33,7 @@ from torch.nn import functional as F
 
 from .device import autocast_dtype, pick_device, prepare, set_threads
 from .errors import ConfigError, InputError
+from .augment import augment_batch, soft_dice_loss
 from .io import atomic_output, label_array, load_nifti, require_same_grid
 from .model import build_model, save_model
 from .slices import colour_slices, required_volumes, to_input
@@ -51,14 +59,28 @@ PRESETS = {
         "weight_decay": 5e-4, "class_weight": 1.0, "scale_range": [0.9, 1.1], "rotation_degrees": 10.0,
         "validation_subjects": 1, "validate_every": 200, "checkpoint_every": 100, "log_every": 25, "seed": 0,
     },
+    # Real cohorts, other scanners: the demo's recipe with scanner augmentation, small-lesion sampling
+    # and CE + soft Dice, 800 iterations of batch 8: about 10 min on this project's 2-core development
+    # machine when quiet (estimated from the demo's measured 0.71 s/iteration + ~7 % augmentation), so
+    # about 30 min on a ~3x slower 2-core machine without AVX-512; minutes on a GPU. Accuracy:
+    # benchmarks/bench_accuracy.py (README, Benchmarks; so far only 200-iteration partial runs).
+    "standard": {
+        "iterations": 800, "batch_size": 8, "crop": 96, "lesion_crop_fraction": 0.6, "optimizer": "adam",
+        "phases": [{"iterations": 600, "lr": 3e-4, "momentum": 0.9}, {"iterations": 200, "lr": 1e-4, "momentum": 0.9}],
+        "weight_decay": 5e-4, "class_weight": 1.0, "scale_range": [0.85, 1.15], "rotation_degrees": 10.0,
+        "validation_subjects": 1, "validate_every": 200, "checkpoint_every": 100, "log_every": 25, "seed": 0,
+        "lesion_sampling": "component", "flip": True, "slice_mix": 0.3,
+        "intensity": {"probability": 0.8}, "loss": "ce+dice", "dice_weight": 1.0,
+    },
 }
+LOSSES = ("ce", "ce+dice")
 
 
 def resolve_config(train_config: dict) -> dict:
     """The training settings: the preset, overridden by the config's ``overrides``."""
     preset = train_config.get("preset", "demo")
     if preset not in PRESETS and preset != "custom":
-        raise ConfigError("train.preset", f"{preset!r} is not one of demo, paper, custom")
+        raise ConfigError("train.preset", f"{preset!r} is not one of {', '.join(PRESETS)}, custom")
     settings = copy.deepcopy(PRESETS.get(preset, PRESETS["demo"]))
     settings.update(train_config.get("overrides") or {})
     total = sum(int(p["iterations"]) for p in settings["phases"])
@@ -70,6 +92,10 @@ def resolve_config(train_config: dict) -> dict:
         while settings["phases"][-1]["iterations"] < 1 and len(settings["phases"]) > 1:  # fewer iterations than phases
             dropped = settings["phases"].pop()
             settings["phases"][-1]["iterations"] += dropped["iterations"]
+    if settings.get("loss", "ce") not in LOSSES:
+        raise ConfigError("train.overrides.loss", f"{settings['loss']!r} is not one of {', '.join(LOSSES)}")
+    if settings.get("lesion_sampling", "pixel") not in ("pixel", "component"):
+        raise ConfigError("train.overrides.lesion_sampling", f"{settings['lesion_sampling']!r} is not pixel or component")
     return settings
 
 
@@ -102,12 +128,53 @@ def load_training_subject(flair, t1, tophat, reference, channels):
 
 
 class SliceSampler:
-    """Random training crops, centred on a lesion pixel for a fraction of them."""
+    """Random training crops, centred on a lesion for a fraction of them.
 
-    def __init__(self, images, labels, crop, lesion_fraction, rng):
+    ``lesion_sampling``: 'pixel' picks a lesion pixel uniformly (large lesions dominate); 'component'
+    picks a 2D lesion component uniformly, then a pixel in it, so small lesions are seen as often as
+    large ones. ``slice_mix`` (a probability) blends a crop with the same crop of its neighbouring
+    slices of the same subject (weight up to 1/2): the partial volume of thicker slices.
+    ``subject_of`` (one subject index per slice) keeps that blend within a subject.
+    """
+
+    def __init__(self, images, labels, crop, lesion_fraction, rng, lesion_sampling="pixel", slice_mix=0.0,
+                 subject_of=None):
         self.images, self.labels = images, labels
         self.crop, self.lesion_fraction, self.rng = crop, lesion_fraction, rng
         self.lesion_pixels = np.argwhere(labels == 1)  # (slice, x, y)
+        self.slice_mix = float(slice_mix)
+        self.subject_of = np.zeros(len(images), int) if subject_of is None else np.asarray(subject_of)
+        self.components = None
+        if lesion_sampling == "component" and len(self.lesion_pixels):
+            from scipy import ndimage
+
+            in_plane = np.zeros((3, 3, 3), bool)
+            in_plane[1] = True  # 8-connected within a slice, never across slices
+            ids, _ = ndimage.label(labels == 1, in_plane)
+            pixel_ids = ids[tuple(self.lesion_pixels.T)]
+            order = np.argsort(pixel_ids, kind="stable")
+            self.lesion_pixels = self.lesion_pixels[order]
+            _, starts, counts = np.unique(pixel_ids[order], return_index=True, return_counts=True)
+            self.components = (starts, counts)
+
+    def _lesion_pixel(self):
+        if self.components is None:
+            return self.lesion_pixels[self.rng.integers(len(self.lesion_pixels))]
+        starts, counts = self.components
+        c = self.rng.integers(len(starts))
+        return self.lesion_pixels[starts[c] + self.rng.integers(counts[c])]
+
+    def _mixed(self, k, xs, ys):
+        image = self.images[k, :, xs, ys]
+        if self.slice_mix <= 0 or self.rng.random() >= self.slice_mix:
+            return image
+        weight = self.rng.uniform(0.0, 0.5)
+        neighbours = [j if 0 <= j < len(self.images) and self.subject_of[j] == self.subject_of[k] else k
+                      for j in (k - 1, k + 1)]
+        blend = (1 - weight) * image.astype(np.float32)
+        for j in neighbours:
+            blend += weight / 2 * self.images[j, :, xs, ys].astype(np.float32)
+        return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
     def batch(self, size):
         n, _, height, width = self.images.shape
@@ -116,14 +183,14 @@ class SliceSampler:
         xs, ys = [], []
         for _ in range(size):
             if len(self.lesion_pixels) and self.rng.random() < self.lesion_fraction:
-                k, cx, cy = self.lesion_pixels[self.rng.integers(len(self.lesion_pixels))]
+                k, cx, cy = self._lesion_pixel()
                 x0 = int(np.clip(cx - crop_h // 2 + self.rng.integers(-crop_h // 4, crop_h // 4 + 1), 0, height - crop_h))
                 y0 = int(np.clip(cy - crop_w // 2 + self.rng.integers(-crop_w // 4, crop_w // 4 + 1), 0, width - crop_w))
             else:
                 k = self.rng.integers(n)
                 x0 = int(self.rng.integers(0, height - crop_h + 1))
                 y0 = int(self.rng.integers(0, width - crop_w + 1))
-            xs.append(self.images[k, :, x0:x0 + crop_h, y0:y0 + crop_w])
+            xs.append(self._mixed(k, slice(x0, x0 + crop_h), slice(y0, y0 + crop_w)))
             ys.append(self.labels[k, x0:x0 + crop_h, y0:y0 + crop_w])
         return np.stack(xs), np.stack(ys)
 
@@ -140,9 +207,17 @@ def stack_subjects(subjects):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, rng, scale_range, rotation_degrees):
-    """Random scaling and rotation per sample: bilinear for images, nearest for labels."""
+def augment(x: torch.Tensor, y: torch.Tensor, rng, scale_range, rotation_degrees, flip=False):
+    """Random scaling and rotation per sample: bilinear for images, nearest for labels.
+
+    ``flip``: also mirror half of the samples along the slice's first axis (left-right in the
+    usual RAS-like grids), the brain being roughly symmetric.
+    """
     n = x.shape[0]
+    if flip:
+        mirror = torch.from_numpy(rng.random(n) < 0.5)
+        x = torch.where(mirror[:, None, None, None], x.flip(2), x)
+        y = torch.where(mirror[:, None, None], y.flip(1), y)
     angles = np.deg2rad(rng.uniform(-rotation_degrees, rotation_degrees, n))
     scales = rng.uniform(scale_range[0], scale_range[1], n)
     theta = np.zeros((n, 2, 3), np.float32)
@@ -221,7 +296,7 @@ def _plot_curve(out_dir: Path, rows):
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(its, [r[1] for r in rows], label="training loss")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("cross-entropy")
+    ax.set_ylabel("training loss")
     val = [(r[0], r[4]) for r in rows if r[4] == r[4] and r[4] is not None]
     if val:
         ax2 = ax.twinx()
@@ -256,10 +331,14 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
     n_val = min(int(settings["validation_subjects"]), len(subjects) - 1)
     val_subjects, fit_subjects = subjects[:n_val], subjects[n_val:]
     images, labels = stack_subjects(fit_subjects)
+    subject_of = np.repeat(np.arange(len(fit_subjects)), [len(s[0]) for s in fit_subjects])
     val_images, val_labels = stack_subjects(val_subjects) if val_subjects else (None, None)
     log.info("training on %d slices of %d subjects (%d lesion pixels), validating on %d subjects",
              len(images), len(fit_subjects), int((labels == 1).sum()), len(val_subjects))
-    sampler = SliceSampler(images, labels, int(settings["crop"]), float(settings["lesion_crop_fraction"]), rng)
+    sampler = SliceSampler(images, labels, int(settings["crop"]), float(settings["lesion_crop_fraction"]), rng,
+                           settings.get("lesion_sampling", "pixel"), float(settings.get("slice_mix", 0.0)), subject_of)
+    intensity = settings.get("intensity")  # None / {}: no intensity augmentation (the demo and paper presets)
+    use_dice = settings.get("loss", "ce") == "ce+dice"
 
     dev = pick_device(device)
     model = build_model(int(model_config.get("side_maps", 16)), model_config.get("pretrained", "none"))
@@ -295,13 +374,17 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
             if "momentum" in group:
                 group["momentum"] = phase["momentum"]
         x_np, y_np = sampler.batch(int(settings["batch_size"]))
+        if intensity:
+            x_np = augment_batch(x_np, channels, rng, intensity)
         x, y = augment(to_input(x_np), torch.from_numpy(y_np.astype(np.int64)), rng,
-                       settings["scale_range"], settings["rotation_degrees"])
+                       settings["scale_range"], settings["rotation_degrees"], bool(settings.get("flip", False)))
         x = x.to(dev).contiguous(memory_format=torch.channels_last)
         y = y.to(dev)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE)
+        if use_dice:
+            loss = loss + float(settings.get("dice_weight", 1.0)) * soft_dice_loss(logits, y, IGNORE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -7,6 +7,15 @@ sometimes an "other pathology" region (label 2, a lacunar infarct). FLAIR and T1
 tissue signal levels (FLAIR: CSF dark, WM darker than GM, WMH bright; T1: WM bright, WMH hypointense),
 then each site applies its own contrast scale, smooth multiplicative bias field and Rician noise on
 its own grid, as the three challenge sites differ.
+
+Domain-shifted sites (:data:`SHIFTED_SITES`, for testing generalisation to scanners never seen in
+training) change what the three challenge-like sites share: tissue contrast from their own sequence
+parameters (TR/TE/TI through the spin-echo / inversion-recovery signal equations and tissue T1, T2, PD
+at their field strength) instead of the fixed signal table, thick slices (a Gaussian slice profile
+wider than the slice spacing), fainter WMH (lesion tissue only partly WMH-like) with another size and
+count distribution, and a smooth non-linear anatomy warp on top of the pose. Their extra random draws
+come from a second random stream, so the three original sites give the same subjects voxel for voxel
+as before those options existed.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +46,30 @@ class Site:
     noise: float       # Rician noise sigma, relative to WM signal
     bias: float        # bias field amplitude (log units)
     lesion_contrast: float  # FLAIR WMH / WM signal ratio
+    # Domain-shift options; the defaults are the challenge-like sites' behaviour.
+    sequence: "Sequence | None" = None  # None: the fixed SIGNAL table
+    slice_thickness: float | None = None  # mm; None: the slice spacing (no extra slice profile)
+    lesion_strength: float = 1.0  # 0..1: how far lesion tissue goes from WM towards full WMH
+    lesion_size: float = 1.0      # scales deep lesion radii and the periventricular band width
+    lesion_count: float = 1.0     # scales the number of deep lesions
+    warp_mm: float = 0.0          # amplitude of a smooth non-linear anatomy warp
+    pose_degrees: float = 4.0
+    pose_scale: float = 0.06
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """Acquisition parameters (ms) of the FLAIR (inversion recovery) and the T1-weighted image.
+
+    ``t1_ti`` = 0 means a spin-echo T1 (1.5T style); > 0 an inversion-prepared gradient echo (MPRAGE-like).
+    """
+    field_t: float = 3.0
+    flair_tr: float = 9000.0
+    flair_te: float = 120.0
+    flair_ti: float = 2500.0
+    t1_tr: float = 2000.0
+    t1_te: float = 3.0
+    t1_ti: float = 900.0
 
 
 SITES = (
@@ -54,6 +87,62 @@ SIGNAL = {
     "skull": (0.05, 0.08),
 }
 LESION_T1 = 0.62  # WMH are hypointense on T1: between GM and WM
+
+#: Tissue relaxation times T1, T2 (ms) and proton density at 1.5 T and 3 T (typical literature values;
+#: WMH: longer T1 and T2 than white matter, gliosis and demyelination).
+TISSUE = {
+    1.5: {"wm": (650, 75, 0.69), "gm": (1050, 95, 0.80), "csf": (4000, 2000, 1.0), "wmh": (1050, 160, 0.80),
+          "scalp": (260, 80, 0.90), "skull": (300, 30, 0.05)},
+    3.0: {"wm": (830, 80, 0.69), "gm": (1330, 110, 0.80), "csf": (4000, 2000, 1.0), "wmh": (1400, 180, 0.80),
+          "scalp": (380, 100, 0.90), "skull": (400, 30, 0.05)},
+}
+
+#: Scanners never seen in training: other vendors' sequences, field strengths, grids and lesion looks.
+#: 'Shifted15T' is the held-out test site of the accuracy benchmark (never used for any choice);
+#: 'Shifted3T' is a second shifted site, the one to validate choices on.
+SHIFTED_SITES = (
+    # 1.5 T, spin-echo T1 (low GM/WM contrast), thick 5 mm slices at 4 mm spacing, coarse in-plane
+    # grid, strong bias and noise, faint and smaller WMH, a different head shape.
+    Site("Shifted15T", 200, (192, 192, 36), (1.2, 1.2, 4.0), 2500.0, 0.06, 0.40, 1.0,
+         Sequence(1.5, 8000.0, 100.0, 2000.0, 500.0, 15.0, 0.0), 5.0, 0.6, 0.7, 1.3, 3.0, 7.0, 0.10),
+    # 3 T, another vendor's FLAIR timing and an MPRAGE-like T1, near-isotropic in plane, 4 mm
+    # slices at 3.5 mm, moderate noise, somewhat fainter lesions.
+    Site("Shifted3T", 250, (224, 256, 42), (1.05, 0.9, 3.5), 600.0, 0.05, 0.35, 1.0,
+         Sequence(3.0, 11000.0, 140.0, 2800.0, 2300.0, 3.0, 1000.0), 4.0, 0.75, 0.85, 1.2, 2.5, 6.0, 0.08),
+)
+ALL_SITES = SITES + SHIFTED_SITES
+
+
+def site_by_name(name: str) -> Site:
+    for site in ALL_SITES:
+        if site.name == name:
+            return site
+    raise ValueError(f"unknown synthetic site {name!r} (one of {', '.join(s.name for s in ALL_SITES)})")
+
+
+def sequence_signals(sequence: Sequence, lesion_strength: float = 1.0) -> dict:
+    """Relative (FLAIR, T1) signal per tissue and for WMH from the signal equations, WM T1 = 1.
+
+    FLAIR: inversion recovery PD |1 - 2 exp(-TI/T1) + exp(-TR/T1)| exp(-TE/T2). T1-weighted: the same
+    with its own TI (MPRAGE-like), or spin echo PD (1 - exp(-TR/T1)) exp(-TE/T2) when TI = 0. Faint
+    lesions: lesion tissue T1, T2 and PD part-way (``lesion_strength``) from WM to WMH.
+    """
+    table = dict(TISSUE[sequence.field_t])
+    wm, wmh = np.array(table["wm"], float), np.array(table["wmh"], float)
+    table["lesion"] = tuple(wm + lesion_strength * (wmh - wm))
+
+    def ir(t1, t2, pd, tr, te, ti):
+        return pd * abs(1 - 2 * np.exp(-ti / t1) + np.exp(-tr / t1)) * np.exp(-te / t2)
+
+    def t1w(t1, t2, pd):
+        if sequence.t1_ti > 0:
+            return ir(t1, t2, pd, sequence.t1_tr, sequence.t1_te, sequence.t1_ti)
+        return pd * (1 - np.exp(-sequence.t1_tr / t1)) * np.exp(-sequence.t1_te / t2)
+
+    flair = {k: ir(*v, sequence.flair_tr, sequence.flair_te, sequence.flair_ti) for k, v in table.items()}
+    t1 = {k: t1w(*v) for k, v in table.items()}
+    # keep the challenge-like sites' scale: FLAIR WM = SIGNAL's 0.55, T1 WM = 1
+    return {k: (0.55 * flair[k] / flair["wm"], t1[k] / t1["wm"]) for k in table}
 
 
 @lru_cache(maxsize=1)
@@ -100,14 +189,38 @@ def _rotation(rng, degrees):
     return rz @ ry @ rx
 
 
-def _sample(volume, atlas_affine, world_to_atlas, grid_affine, shape, order=1):
-    """Sample an atlas-space volume on a target grid through a world-space transform."""
+def _sample(volume, atlas_affine, world_to_atlas, grid_affine, shape, order=1, warp=None):
+    """Sample an atlas-space volume on a target grid through a world-space transform.
+
+    ``warp``: an optional displacement (3, *shape) in atlas voxels added to the affine mapping.
+    """
     vox_to_atlas_vox = np.linalg.inv(atlas_affine) @ world_to_atlas @ grid_affine
-    return ndimage.affine_transform(volume, vox_to_atlas_vox[:3, :3], vox_to_atlas_vox[:3, 3],
-                                    output_shape=shape, order=order, mode="constant", cval=0.0)
+    if warp is None:
+        return ndimage.affine_transform(volume, vox_to_atlas_vox[:3, :3], vox_to_atlas_vox[:3, 3],
+                                        output_shape=shape, order=order, mode="constant", cval=0.0)
+    ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    coords = vox_to_atlas_vox[:3, :3].astype(np.float32) @ ijk + vox_to_atlas_vox[:3, 3:4].astype(np.float32)
+    coords += warp.reshape(3, -1)
+    return ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=0.0).reshape(shape)
 
 
-def _lesions(rng, atlas, load):
+def _warp_field(rng, shape, amplitude_mm, control=5):
+    """A smooth random displacement (3, *shape) in atlas voxels (1 mm): cubic B-spline of a coarse grid."""
+    coarse = rng.normal(0, amplitude_mm / 2, (3, control, control, control)).astype(np.float32)
+    factors = [n / control for n in shape]
+    return np.stack([ndimage.zoom(c, factors, order=3, mode="nearest")[: shape[0], : shape[1], : shape[2]]
+                     for c in coarse])
+
+
+def _slice_profile(maps, spacing_z, thickness, fine):
+    """Average fine sub-slices over a Gaussian slice profile of FWHM ``thickness``, keeping every
+    ``fine``-th: the partial-volume blur of thick slices along the slice axis."""
+    sigma = thickness / (2 * np.sqrt(2 * np.log(2))) / (spacing_z / fine)
+    return {k: ndimage.gaussian_filter1d(v, sigma, axis=2, mode="nearest")[:, :, fine // 2::fine]
+            for k, v in maps.items()}
+
+
+def _lesions(rng, atlas, load, size=1.0, count=1.0):
     """WMH probability (0..1) and other-pathology mask in atlas space (1 mm)."""
     wm, dist = atlas["wm"], atlas["dist_ventricle"]
     shape = wm.shape
@@ -117,7 +230,7 @@ def _lesions(rng, atlas, load):
     noise = ndimage.zoom(noise, 2, order=1)[: shape[0], : shape[1], : shape[2]]
     noise = np.pad(noise, [(0, s - n) for s, n in zip(shape, noise.shape)])
     noise /= noise.std() + 1e-6
-    band = 2.0 + 10.0 * load
+    band = (2.0 + 10.0 * load) * size
     horn = np.zeros(shape, np.float32)
     y = np.arange(shape[1], dtype=np.float32)
     horn += np.exp(-((y - 150) / 18) ** 2)[None, :, None] + np.exp(-((y - 85) / 18) ** 2)[None, :, None]
@@ -127,9 +240,9 @@ def _lesions(rng, atlas, load):
     wmh = np.clip((field - threshold) * 6.0, 0, 1)
     # Deep punctate lesions: small ellipsoids inside deep white matter.
     deep_wm = np.argwhere((wm > 0.85) & (dist > 8))
-    for _ in range(rng.poisson(2 + 25 * load)):
+    for _ in range(rng.poisson((2 + 25 * load) * count)):
         c = deep_wm[rng.integers(len(deep_wm))]
-        r = rng.uniform(1.0, 2.5 + 3.0 * load, 3)
+        r = rng.uniform(1.0, 2.5 + 3.0 * load, 3) * size
         lo = np.maximum(c - np.ceil(r).astype(int) - 1, 0)
         hi = np.minimum(c + np.ceil(r).astype(int) + 2, shape)
         zz = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
@@ -171,31 +284,57 @@ def _rician(rng, signal, sigma):
 def _small(site: Site) -> Site:
     shape = (max(site.shape[0] // 4, 24), max(site.shape[1] // 4, 24), max(site.shape[2] // 4, 10))
     spacing = tuple(s * o / n for s, o, n in zip(site.spacing, site.shape, shape))
-    return Site(site.name, site.first_id, shape, spacing, site.scale, site.noise, site.bias, site.lesion_contrast)
+    thickness = None if site.slice_thickness is None else site.slice_thickness * spacing[2] / site.spacing[2]
+    return replace(site, shape=shape, spacing=spacing, slice_thickness=thickness)
 
 
 def synthesize_subject(site: Site, seed: int, t1_misaligned=False, t1_own_grid=False):
     """FLAIR, T1 and reference images (nibabel) of one subject."""
     rng = np.random.default_rng(seed)
+    shift_rng = np.random.default_rng([seed, 1])  # draws of the domain-shift options only
     atlas = _atlas()
     load = float(np.clip(rng.lognormal(-1.3, 0.8), 0.02, 1.0))  # 0 = nearly none, 1 = heavy
-    wmh, other = _lesions(rng, atlas, load)
+    wmh, other = _lesions(rng, atlas, load, site.lesion_size, site.lesion_count)
     pose = np.eye(4)
-    pose[:3, :3] = _rotation(rng, 4.0) * rng.uniform(0.94, 1.06)
+    pose[:3, :3] = _rotation(rng, site.pose_degrees) * rng.uniform(1 - site.pose_scale, 1 + site.pose_scale)
     pose[:3, 3] = rng.uniform(-4, 4, 3)
     grid = _grid_affine(site.shape, site.spacing)
-    maps = {k: _sample(atlas[k], atlas["affine"], pose, grid, site.shape)
-            for k in ("gm", "wm", "csf", "skull", "scalp")}
-    lesion = _sample(wmh, atlas["affine"], pose, grid, site.shape)
-    infarct = _sample(other, atlas["affine"], pose, grid, site.shape)
+    thick = site.slice_thickness is not None and site.slice_thickness > site.spacing[2]
+    # thick slices: sample sub-slices 'fine' times denser, blur with the slice profile, decimate
+    fine = int(np.ceil(site.spacing[2])) if thick else 1
+    sample_shape = (site.shape[0], site.shape[1], site.shape[2] * fine)
+    sample_grid = grid @ np.diag([1.0, 1.0, 1.0 / fine, 1.0]) @ np.array(
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -(fine // 2)], [0, 0, 0, 1]], float) if thick else grid
+    warp = _warp_field(shift_rng, sample_shape, site.warp_mm) if site.warp_mm > 0 else None
+
+    def sample_all(t_pose, t_grid, t_shape, t_warp):
+        out = {k: _sample(atlas[k], atlas["affine"], t_pose, t_grid, t_shape, warp=t_warp)
+               for k in ("gm", "wm", "csf", "skull", "scalp")}
+        out["lesion"] = _sample(wmh, atlas["affine"], t_pose, t_grid, t_shape, warp=t_warp)
+        out["infarct"] = _sample(other, atlas["affine"], t_pose, t_grid, t_shape, warp=t_warp)
+        return out
+
+    maps = sample_all(pose, sample_grid, sample_shape, warp)
+    if thick:
+        maps = _slice_profile(maps, site.spacing[2], site.slice_thickness, fine)
+    lesion, infarct = maps.pop("lesion"), maps.pop("infarct")
+    if site.sequence is None:
+        signal_of = {k: v for k, v in SIGNAL.items()}
+        lesion_levels = (SIGNAL["wm"][0] * site.lesion_contrast, LESION_T1)
+        core_levels = (0.1, 0.25)
+    else:
+        signals = sequence_signals(site.sequence, site.lesion_strength)
+        signal_of = {k: signals[k] for k in SIGNAL}
+        lesion_levels = signals["lesion"]
+        core_levels = signals["csf"]  # infarct core: CSF-filled cavity
 
     def contrast(channel, lesion_level):
-        signal = sum(maps[k] * SIGNAL[k][channel] for k in SIGNAL)
+        signal = sum(maps[k] * signal_of[k][channel] for k in SIGNAL)
         signal = signal * (1 - lesion) + lesion * lesion_level
-        core = 0.1 if channel == 0 else 0.25  # infarct core is CSF-like on both
+        core = core_levels[channel]  # infarct core is CSF-like on both
         return signal * (1 - infarct) + infarct * core
 
-    flair = contrast(0, SIGNAL["wm"][0] * site.lesion_contrast)
+    flair = contrast(0, lesion_levels[0])
     bias = _bias_field(rng, site.shape, site.bias)
     flair = _rician(rng, flair * bias, site.noise) * site.scale
     labels = np.where(lesion >= 0.5, 1, 0).astype(np.uint8)
@@ -211,12 +350,11 @@ def synthesize_subject(site: Site, seed: int, t1_misaligned=False, t1_own_grid=F
         move[:3, 3] = rng.uniform(-3, 3, 3)
         t1_pose = pose @ move
     if t1_own_grid or t1_misaligned:
-        maps = {k: _sample(atlas[k], atlas["affine"], t1_pose, t1_grid, t1_shape)
-                for k in ("gm", "wm", "csf", "skull", "scalp")}
-        lesion = _sample(wmh, atlas["affine"], t1_pose, t1_grid, t1_shape)
-        infarct = _sample(other, atlas["affine"], t1_pose, t1_grid, t1_shape)
+        # (a non-linear warp is drawn on the FLAIR's sampling grid: the T1 of its own grid keeps the affine pose)
+        maps = sample_all(t1_pose, t1_grid, t1_shape, None)
+        lesion, infarct = maps.pop("lesion"), maps.pop("infarct")
         bias = _bias_field(rng, t1_shape, site.bias)
-    t1 = contrast(1, LESION_T1)
+    t1 = contrast(1, lesion_levels[1])
     t1 = _rician(rng, t1 * bias, site.noise) * site.scale * 1.3
 
     def image(data, affine, dtype):
@@ -248,8 +386,10 @@ def _layout_paths(root: Path, layout: str, site: Site, subject_id: int, session:
 
 
 def write_cohort(out_dir, subjects: int, seed: int = 0, small: bool = False, layout: str = "challenge",
-                 t1_misaligned: bool = False, t1_own_grid: bool = False, sessions: int = 0) -> pd.DataFrame:
-    """Write ``subjects`` synthetic subjects (round-robin over the three sites) and return their table.
+                 t1_misaligned: bool = False, t1_own_grid: bool = False, sessions: int = 0,
+                 sites=None) -> pd.DataFrame:
+    """Write ``subjects`` synthetic subjects (round-robin over ``sites``, by default the three
+    challenge-like ones; names or :class:`Site` objects) and return their table.
 
     ``sessions`` > 0 (BIDS layout only): that many sessions per subject (``ses-1``...), each its own
     synthetic scan; one table row per session, with a ``session`` column."""
@@ -259,9 +399,10 @@ def write_cohort(out_dir, subjects: int, seed: int = 0, small: bool = False, lay
 
     root = Path(out_dir)
     rows = []
-    counters = {s.name: 0 for s in SITES}
+    chosen = SITES if not sites else tuple(site_by_name(s) if isinstance(s, str) else s for s in sites)
+    counters = {s.name: 0 for s in chosen}
     for i in range(subjects):
-        site = SITES[i % len(SITES)]
+        site = chosen[i % len(chosen)]
         subject_id = site.first_id + counters[site.name]
         counters[site.name] += 1
         for s, session in enumerate([str(k + 1) for k in range(sessions)] or [""]):
@@ -320,10 +461,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layout", default="challenge", choices=("challenge", "bids", "tsv"))
     parser.add_argument("--t1-misaligned", action="store_true", help="T1 moved by a small rigid transform")
     parser.add_argument("--t1-own-grid", action="store_true", help="T1 on its own 1 mm isotropic grid")
+    parser.add_argument("--sites", nargs="+", default=None, metavar="SITE",
+                        help="sites to draw from, round robin (default: the three challenge-like sites; "
+                             f"domain-shifted scanners: {', '.join(s.name for s in SHIFTED_SITES)})")
 
 
 def main(args) -> int:
     table = write_cohort(args.out, args.subjects, args.seed, args.small, args.layout, args.t1_misaligned,
-                         args.t1_own_grid)
+                         args.t1_own_grid, sites=args.sites)
     log.info("wrote %d subjects to %s", len(table), args.out)
     return 0
