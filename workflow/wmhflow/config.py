@@ -85,7 +85,9 @@ def overrides_schema(presets: dict | None = None) -> dict:
     for key in keys:
         properties[key] = _schema_of([p[key] for p in presets.values() if key in p])
         properties[key].update(OVERRIDE_LIMITS.get(key, {}))
-    return {"type": "object", "properties": properties, "additionalProperties": False, "default": {}}
+    # x-no-defaults: an override left out means "the preset's value", so nothing is filled in below it
+    return {"type": "object", "properties": properties, "additionalProperties": False, "default": {},
+            "x-no-defaults": True}
 
 
 def schema() -> dict:
@@ -135,7 +137,7 @@ def _fill_defaults(config: dict, schema: dict) -> None:
             config[key] = copy.deepcopy(sub["default"])
         elif key not in config and sub.get("type") == "object" and "properties" in sub:
             config[key] = {}  # a section left out of the user's config file: all its defaults
-        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+        if isinstance(config.get(key), dict) and sub.get("type") == "object" and not sub.get("x-no-defaults"):
             _fill_defaults(config[key], sub)
 
 

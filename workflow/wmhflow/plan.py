@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ConfigError
-from .paths import derivative_name
+from .paths import derivative_name, sidecar_path
 from .slices import required_volumes
 
 #: (suffix, desc) of the preprocessing artifacts each subject gets.
@@ -182,7 +182,7 @@ class Plan:
 
     def mask_sidecar(self, subject="{subject}") -> str:
         """The JSON beside the mask: threshold, flips, models and post-processing that made it."""
-        return self.out(subject, "mask", ".json", label="WMH", desc=self.model)
+        return str(sidecar_path(self.mask(subject)))
 
     def probseg(self, subject="{subject}") -> str:
         return self.out(subject, "probseg", label="WMH", desc=self.model)
