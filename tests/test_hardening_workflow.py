@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wmhflow.paths import bids_path
+from wmhflow.paths import bids_path, prefix
 from wmhflow.synth import write_cohort
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,10 +106,11 @@ def test_bad_subjects_stop_at_the_check_and_good_ones_finish(hostile_run):
             assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the lab under umask 022
     for subject, (path, problem) in expected.items():
         assert not (results / f"sub-{subject}").exists(), subject
-        assert not (results / "checks" / f"sub-{subject}.json").exists()
-        written = [p for p in results.rglob(f"*sub-{subject}*")]
-        assert all(p.parent.name == "check_subject" for p in written), written
-        log = (results / "logs/check_subject" / f"sub-{subject}.log").read_text()
+        assert not (results / "checks" / f"{prefix(subject)}.json").exists()
+        written = [p for p in results.rglob(f"*sub-{subject}*") if p.is_file()]
+        # only the check step's log and benchmark: logs/check_subject/sub-X/anat/sub-X.log
+        assert all(p.relative_to(results).parts[1] == "check_subject" for p in written), written
+        log = (results / "logs/check_subject" / f"{prefix(subject)}.log").read_text()
         errors = [line for line in log.splitlines() if ": error:" in line]
         assert len(errors) == 1 and f"{path}: " in errors[0] and problem in errors[0], (subject, log)
 
@@ -117,7 +118,7 @@ def test_bad_subjects_stop_at_the_check_and_good_ones_finish(hostile_run):
 @pytest.mark.slow
 def test_qform_differing_from_sform_is_processed_on_the_sform_and_said_once(hostile_run):
     root, results, _, _, _ = hostile_run
-    log = (results / "logs/check_subject/sub-qformsform.log").read_text()
+    log = (results / "logs/check_subject" / f"{prefix('qformsform')}.log").read_text()
     assert log.count("qform and sform differ by up to 6 mm; the sform (code 1) is used") == 1
     flair = nib.load(str(next((root / "bad inputs/qs").glob("*.nii.gz"))))
     out = nib.load(str(bids_path(results, "qformsform", "FLAIR", desc="tophat")))

@@ -6,7 +6,7 @@
 rule check_subject:
     input:
         flair=subject_file("flair"),
-        t1=subject_file("t1"),
+        t1=PLAN.optional_subject_file("t1"),
     output:
         PLAN.check_file(),
     params:
@@ -21,5 +21,5 @@ rule check_subject:
     benchmark:
         bench("check_subject")
     shell:
-        "wmhflow check --subject {wildcards.subject} --flair {input.flair:q} --t1 {input.t1:q} "
+        "wmhflow check --subject {wildcards.subject} --flair {input.flair:q} --t1={input.t1:q} "
         "--reference={params.reference:q} --output {output:q} > {log:q} 2>&1"

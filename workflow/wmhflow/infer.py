@@ -271,6 +271,15 @@ def make_mask(prob, flair_8bit, zooms, threshold, min_lesion_mm3=MIN_LESION_MM3,
     return mask.astype(np.uint8), report
 
 
+def model_provenance(model_paths, metas, channels) -> dict:
+    """Sidecar keys naming the model(s) that made an image: one value, or a list for an ensemble."""
+    files = [str(p) for p in model_paths]
+    sums = [file_sha256(p) for p in files]
+    one = len(files) == 1
+    return {"ModelName": metas[0].get("name"), "ModelChannels": channels, "ModelFile": files[0] if one else files,
+            "ModelSHA256": sums[0] if one else sums}
+
+
 def inference_record(model_paths, metas, tta, flip_axis, threshold, threshold_source, min_lesion_mm3,
                      min_depth_mm, report, mask, zooms, seconds) -> dict:
     """What made a mask, for the JSON sidecar beside it (BIDS derivatives: Sources and parameters)."""
@@ -337,9 +346,8 @@ def main(args) -> int:
     record = inference_record(args.model, metas, args.tta, flip_axis if args.tta == "flip" else None, threshold,
                               source, args.min_lesion_mm3, args.min_depth_mm, report, mask, zooms, seconds)
     inputs = [p for p in (args.flair, args.t1, args.tophat) if p]
-    made_by = {"ModelName": metas[0].get("name"), "ModelChannels": channels,
-               "ModelSHA256": [file_sha256(path) for path in args.model], "CropMargin": args.crop_margin,
-               "Precision": args.precision}
+    made_by = dict(model_provenance(args.model, metas, channels), CropMargin=args.crop_margin,
+                   Precision=args.precision)
     save_like(prob, flair_img, args.probseg, np.float32, sources=inputs,
               Description="WMH probability of the FCN", **made_by)
     save_like(mask, flair_img, args.mask, np.uint8, sources=[args.probseg],

@@ -122,6 +122,11 @@ class Plan:
         """Input or params function: one column of the subject's row (flair, t1, site, split...)."""
         return lambda wildcards: self.subjects.loc[wildcards.subject, column]
 
+    def optional_subject_file(self, column):
+        """Input function for a file a subject may lack (a FLAIR-only subject's T1): [] when there is none,
+        which Snakemake takes as no input (an empty string it refuses)."""
+        return lambda wildcards: self.subjects.loc[wildcards.subject, column] or []
+
     def subjects_in(self, *splits) -> list[str]:
         return [s for s in self.subjects.index if self.subjects.loc[s, "split"] in splits]
 

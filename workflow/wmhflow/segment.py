@@ -109,10 +109,9 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
                                 tta=tta, flip_axis=flip_axis)
     step("fcn", started)
     name = meta.get("name") or "fcn2d"
-    made_by = {"ModelName": name, "ModelChannels": channels,
-               "ModelSHA256": [infer.file_sha256(path) for path in model_paths], "N4Shrink": list(shrink),
-               "N4Iterations": list(iterations), "RequantizePercentiles": [low_pct, high_pct], "TophatArea": area,
-               "TophatConnectivity": connectivity, "CropMargin": crop_margin}
+    made_by = dict(infer.model_provenance(model_paths, metas, channels), ModelName=name, N4Shrink=list(shrink),
+                   N4Iterations=list(iterations), RequantizePercentiles=[low_pct, high_pct], TophatArea=area,
+                   TophatConnectivity=connectivity, CropMargin=crop_margin)
     sources = [flair_path] + ([t1_path] if t1_path else [])
     probseg_path = bids_path(out_dir, subject, "probseg", label="WMH", desc=name)
     written["probseg"] = str(save_like(prob, flair, probseg_path, np.float32, sources=sources,
