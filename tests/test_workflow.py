@@ -227,7 +227,7 @@ def test_ensemble_of_two_checkpoints_in_the_workflow(pipeline):
                                         + f"model: {{name: twice, checkpoint: [{model}, {model}]}}\n")
     run = snakemake(root, "--configfile", str(root / "ensemble.yaml"))
     assert run.returncode == 0, run.stderr[-3000:]
-    masks = sorted((root / "out").glob("sub-*/anat/*_desc-fcn2d_label-WMH_mask.nii.gz"))
+    masks = sorted((root / "out").glob("sub-*/anat/*_label-WMH_desc-fcn2d_mask.nii.gz"))
     assert masks
     for mask in masks:
         twice = mask.with_name(mask.name.replace("desc-fcn2d", "desc-twice"))
