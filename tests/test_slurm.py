@@ -137,7 +137,8 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
 
     results = slurm_dir / "results"
     subjects = pd.read_csv(results / "group" / "subjects.tsv", sep="\t", dtype=str, index_col=0)
-    test_subjects = sorted(subjects.index[subjects["split"] == "test"])
+    # the table's index is each acquisition's output prefix; bids_path wants the subject label
+    test_subjects = sorted(subjects.loc[subjects["split"] == "test", "subject"])
     assert len(test_subjects) == 3 and (subjects["split"] == "train").sum() == 3, subjects
     model_file = results / "models" / MODEL / "model.pt"
     assert model_file.is_file()
@@ -150,8 +151,9 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     print("[slurm] jobs:\n" + "\n".join(map(str, summary)))
     by_rule = {}
     for j in jobs:
-        # the plugin's comment: rule_<rule>[_wildcards_<w>] or, for a group, rule_<group>_<rules...>
-        m = re.match(r"rule_(train|segment|preprocess_\w+?|[a-z_]+?)(?:_wildcards_.*)?$", j.get("Comment", ""))
+        # the plugin's comment: rule_<rule>[_wildcards_<w>] or, for a group, rule_<group>_<rules...>;
+        # a group name holds the subject's prefix (sub-X/anat/sub-X): not only word characters
+        m = re.match(r"rule_(train|segment|preprocess_\S+?|[a-z_]+?)(?:_wildcards_.*)?$", j.get("Comment", ""))
         assert m, j
         name = m.group(1)
         key = "preprocess" if name.startswith("preprocess_") else name
