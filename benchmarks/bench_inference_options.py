@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_csv import write_rows
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "workflow"))
@@ -133,10 +134,7 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
     rows.append({"case": "calibration", "split": "validation", "subjects": len(val_ids),
                  "note": f"thresholds {cal['thresholds']} ({cal['criterion']})"})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out, index=False)
-    print(f"wrote {out}")
+    write_rows(rows, args.out)
     return 0
 
 

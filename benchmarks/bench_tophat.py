@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from results_csv import write_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,10 +122,7 @@ def main() -> int:
                      "skimage_s": "", "diplib_s": "", "ours_s": round(seconds, 3), "ratio_vs_skimage": "",
                      "ratio_diplib_vs_skimage": "", "exact": "", "diplib_exact": "", "load_1min": load1()})
         print(f"{label}: {seconds:.2f} s", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out, index=False)
-    print(f"wrote {out}")
+    write_rows(rows, args.out)
     return 0
 
 
