@@ -78,23 +78,30 @@ def make_cohort(work: Path, train_per_site: int, test_per_site: int, shifted_tes
     return table
 
 
-def preprocess(row, work: Path) -> dict:
-    """8-bit FLAIR, T1 and top-hat of one subject (cached): the chain of ``wmhflow segment``."""
+def preprocess(row, work: Path, window: str) -> dict:
+    """8-bit FLAIR, T1 and top-hat of one subject: the chain of ``wmhflow segment``.
+
+    The N4-corrected volumes are cached apart from the 8-bit ones, so that the requantization window
+    (``--window``) can be compared without running N4 again.
+    """
     from wmhflow.io import load_nifti, save_like, voxels
     from wmhflow.preprocess.align import align_t1_to_flair
     from wmhflow.preprocess.bias import n4_correct_array
     from wmhflow.preprocess.quantize import requantize_array
     from wmhflow.preprocess.tophat import area_tophat
 
-    out = {k: work / "prep" / f"{row.subject}_{k}.nii.gz" for k in ("flair", "t1", "tophat")}
+    prep = work / ("prep" if window == "percentile" else f"prep-{window}")  # 'prep': the first runs' cache
+    out = {k: prep / f"{row.subject}_{k}.nii.gz" for k in ("flair", "t1", "tophat")}
     if all(p.is_file() for p in out.values()):
         return {k: str(p) for k, p in out.items()}
     flair = load_nifti(row.flair, "FLAIR")
-    t1 = voxels(align_t1_to_flair(flair, load_nifti(row.t1, "T1"), "auto", row.t1, row.flair))
-    volumes = {}
-    for key, data in (("flair", voxels(flair)), ("t1", t1)):
-        corrected, _ = n4_correct_array(flair, data)
-        volumes[key] = requantize_array(corrected)
+    corrected = {k: work / "prep-n4" / f"{row.subject}_{k}.nii.gz" for k in ("t1", "flair")}
+    if not all(p.is_file() for p in corrected.values()):
+        t1 = voxels(align_t1_to_flair(flair, load_nifti(row.t1, "T1"), "auto", row.t1, row.flair))
+        for key, data in (("t1", t1), ("flair", voxels(flair))):  # FLAIR last: it marks a complete subject
+            save_like(n4_correct_array(flair, data)[0], flair, corrected[key], np.float32)
+    volumes = {key: requantize_array(np.asarray(nib.load(corrected[key]).dataobj, np.float32), window=window)
+               for key in ("flair", "t1")}
     volumes["tophat"] = area_tophat(volumes["flair"])
     for key in ("t1", "tophat", "flair"):  # FLAIR last: its presence marks a complete subject
         save_like(volumes[key], flair, out[key], np.uint8)
@@ -102,7 +109,7 @@ def preprocess(row, work: Path) -> dict:
 
 
 def train_model(name, preset, channels, train_rows, work: Path, threads: int, iterations=None,
-                from_checkpoint=False):
+                from_checkpoint=False, window="tissue"):
     """Train (or reuse) one model; returns (model path, timing dict)."""
     from wmhflow.train import train
 
@@ -111,7 +118,7 @@ def train_model(name, preset, channels, train_rows, work: Path, threads: int, it
     if (out_dir / "model.pt").is_file() and timing_file.is_file():
         return out_dir / "model.pt", json.loads(timing_file.read_text())
     if from_checkpoint:
-        return checkpoint_model(out_dir, preset, channels)
+        return checkpoint_model(out_dir, preset, channels, window)
     train_config = {"preset": preset}
     if iterations:
         train_config["overrides"] = {"iterations": int(iterations)}
@@ -136,7 +143,7 @@ def train_model(name, preset, channels, train_rows, work: Path, threads: int, it
     return out_dir / "model.pt", timing
 
 
-def checkpoint_model(out_dir: Path, preset, channels):
+def checkpoint_model(out_dir: Path, preset, channels, window):
     """The model of an unfinished training (its last checkpoint), written as model_partial.pt.
 
     For a machine too loaded to finish a preset before a deadline: the timing says how far it got.
@@ -150,7 +157,7 @@ def checkpoint_model(out_dir: Path, preset, channels):
     model = build_model(16, "none")
     model.load_state_dict(state["model"])
     settings = resolve_config({"preset": preset})
-    path = save_model(out_dir / "model_partial.pt", model, {"name": "fcn2d", "channels": channels, "train": settings,
+    path = save_model(out_dir / "model_partial.pt", model, {"name": "fcn2d", "channels": channels, "train": settings, "requantize": window,
                                                             "iterations": state["iteration"]})
     rows = state["rows"]
     batch = int(settings["batch_size"])
@@ -231,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=str(REPO / "benchmarks" / "work" / "accuracy"))
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--window", default="tissue", choices=("tissue", "percentile"),
+                        help="requantization window (wmhflow.preprocess.quantize); percentile: the first runs'")
     parser.add_argument("--tag", default="", help="suffix of the run's name (e.g. a variant under test)")
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="score the last checkpoint of a training that has not finished (marked partial)")
@@ -246,7 +255,7 @@ def main(argv=None) -> int:
     rows = []
     tic = time.perf_counter()
     for r in cohort.itertuples():
-        rows.append({**r._asdict(), **preprocess(r, work)})
+        rows.append({**r._asdict(), **preprocess(r, work, args.window)})
     log.info("preprocessed %d subjects in %.0f s", len(rows), time.perf_counter() - tic)
     runs = []
     if args.protocol == "loso":
@@ -264,11 +273,12 @@ def main(argv=None) -> int:
     for preset in args.presets:
         for channels in args.channels:
             for protocol_name, train_rows, test_rows in runs:
-                run = f"{preset}|{channels}|{protocol_name}{'|' + args.tag if args.tag else ''}"
+                tags = ([] if args.window == "percentile" else [f"window-{args.window}"]) + ([args.tag] if args.tag else [])
+                run = "|".join([preset, channels, protocol_name, *tags])
                 name = run.replace("|", "_").replace(",", "-").replace("/", "_")
                 log.info("run %s: training on %d subjects", run, len(train_rows))
                 model_path, timing = train_model(name, preset, channels, train_rows, work, args.threads, args.iterations,
-                                                 args.from_checkpoint)
+                                                 args.from_checkpoint, args.window)
                 scored = pd.DataFrame(score(model_path, test_rows, args.threads))
                 scored.insert(0, "run", run)
                 scored.insert(1, "preset", preset)
@@ -279,7 +289,7 @@ def main(argv=None) -> int:
                     old = old[old["run"] != run]
                 pd.concat([old, scored], ignore_index=True).to_csv(csv_path, index=False)
                 summary = json.loads(json_path.read_text()) if json_path.is_file() else {}
-                summary[run] = {"preset": preset, "channels": channels, "protocol": protocol_name,
+                summary[run] = {"preset": preset, "channels": channels, "protocol": protocol_name, "window": args.window,
                                 "train_subjects": len(train_rows), "timing": timing, **summarise(scored)}
                 json_path.write_text(json.dumps(summary, indent=2))
                 for group, values in summary[run]["per_group"].items():

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _tiny_model(path, channels):
     """An untrained FCN: what is checked here is the dataset, not the segmentation (training costs minutes)."""
-    return save_model(path, build_model(side_maps=4), {"name": "tiny", "channels": channels})
+    return save_model(path, build_model(side_maps=4), {"requantize": "tissue", "name": "tiny", "channels": channels})
 
 
 def _run(root, cohort, model, **extra):
@@ -73,7 +73,7 @@ def test_sidecars_name_their_sources_and_parameters(sessions_run):
     assert quant["Sources"] == ["bids::sub-0/ses-1/anat/sub-0_ses-1_space-FLAIR_desc-n4_T1w.nii.gz"]
     assert quant["SpatialReference"] == raw_flair  # the T1 is on the FLAIR's grid
     low, high = quant["RequantizeWindow"]
-    assert quant["RequantizePercentiles"] == [0.5, 99.8] and low < high
+    assert quant["RequantizeMethod"] == "tissue" and quant["RequantizeLowPercentile"] == 0.5 and low < high
     tophat = json.loads((anat / "sub-0_ses-1_space-FLAIR_desc-tophat_FLAIR.json").read_text())
     assert (tophat["TophatArea"], tophat["TophatConnectivity"]) == (25, 1)
     mask = json.loads((anat / "sub-0_ses-1_space-FLAIR_label-WMH_desc-tiny_mask.json").read_text())

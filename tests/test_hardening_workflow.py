@@ -188,3 +188,21 @@ def test_no_training_subject_and_no_model_is_a_planning_error(small_tsv):
     run = snakemake(root, "-n", "--config", f"cohort={cut}")
     assert run.returncode != 0
     assert "config 'model.checkpoint': no subject of this cohort is in split 'train'" in run.stdout + run.stderr
+
+
+def test_a_model_of_the_other_requantization_window_stops_the_run_before_any_job(small_tsv):
+    """An existing model trained on percentile-window volumes (every wmhflow 0.1 model), reprocessing
+    with the default tissue window: the run stops at its start naming the key, before preprocessing."""
+    from wmhflow.model import build_model, save_model
+
+    root, tsv = small_tsv
+    old = save_model(root / "old model.pt", build_model(side_maps=4), {"name": "old", "channels": "flair,t1,tophat"})
+    run = snakemake(root, "preprocess", "--config", f"cohort={tsv}", f"model={{checkpoint: '{old}'}}")
+    said = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert (f"config 'requantize.window': tissue, but model {old} was trained on percentile-window volumes: "
+            "set requantize.window: percentile") in said
+    assert not list((root / "results").glob("sub-*"))  # no job ran
+    run = snakemake(root, "-n", "preprocess", "--config", f"cohort={tsv}", f"model={{checkpoint: '{old}'}}",
+                    "requantize={window: percentile}")
+    assert run.returncode == 0, run.stderr[-2000:]

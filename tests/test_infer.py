@@ -264,7 +264,7 @@ def parse(argv):
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory, net):
     return save_model(tmp_path_factory.mktemp("model") / "model.pt", net,
-                      {"name": "t", "channels": "flair,t1,tophat"})
+                      {"requantize": "tissue", "name": "t", "channels": "flair,t1,tophat"})
 
 
 @pytest.mark.parametrize("affine,codes", [(oblique_affine(), (1, 1)), (lps_permuted_affine(), (2, 4))],

@@ -151,8 +151,8 @@ def infer_files(paths, models, out, *extra):
 def test_ensemble_of_two_identical_checkpoints_equals_one(tmp_path, net):
     volumes = head_volumes((36, 28, 4), centre=(17, 14), radii=(12, 9), seed=15)
     paths = write_subject(tmp_path / "in", volumes)
-    first = save_model(tmp_path / "a.pt", net, {"name": "a", "channels": "flair,t1,tophat"})
-    second = save_model(tmp_path / "b.pt", net, {"name": "b", "channels": "flair,t1,tophat"})
+    first = save_model(tmp_path / "a.pt", net, {"requantize": "tissue", "name": "a", "channels": "flair,t1,tophat"})
+    second = save_model(tmp_path / "b.pt", net, {"requantize": "tissue", "name": "b", "channels": "flair,t1,tophat"})
     prob1, mask1, record1 = infer_files(paths, [first], tmp_path / "one")
     prob2, mask2, record2 = infer_files(paths, [first, second], tmp_path / "two")
     np.testing.assert_allclose(prob2, prob1, atol=1e-6)
@@ -162,8 +162,8 @@ def test_ensemble_of_two_identical_checkpoints_equals_one(tmp_path, net):
 
 
 def test_ensemble_of_other_channel_sets_is_refused(tmp_path, net):
-    first = save_model(tmp_path / "a.pt", net, {"name": "a", "channels": "flair,t1,tophat"})
-    second = save_model(tmp_path / "b.pt", net, {"name": "b", "channels": "flair-3slice"})
+    first = save_model(tmp_path / "a.pt", net, {"requantize": "tissue", "name": "a", "channels": "flair,t1,tophat"})
+    second = save_model(tmp_path / "b.pt", net, {"requantize": "tissue", "name": "b", "channels": "flair-3slice"})
     with pytest.raises(InputError, match="b.pt.*channels"):
         infer.load_models([first, second])
 
@@ -199,7 +199,7 @@ def test_threshold_chooser_finds_the_known_optimum():
 
 
 def calibrated(net, path, thresholds):
-    return save_model(path, net, {"name": "c", "channels": "flair,t1,tophat",
+    return save_model(path, net, {"requantize": "tissue", "name": "c", "channels": "flair,t1,tophat",
                                   "calibration": {"criterion": calibration.CRITERION, "subjects": 1,
                                                   "thresholds": thresholds}})
 
@@ -219,7 +219,7 @@ def test_stored_threshold_round_trips_and_is_used(tmp_path, net):
     prob, mask, record = infer_files(paths, [model], tmp_path / "set", "--threshold", "0.42")
     assert record["Threshold"] == 0.42 and "explicitly" in record["ThresholdSource"]
     assert np.array_equal(mask, prob >= 0.42)
-    old = save_model(tmp_path / "old.pt", net, {"name": "old", "channels": "flair,t1,tophat"})
+    old = save_model(tmp_path / "old.pt", net, {"requantize": "tissue", "name": "old", "channels": "flair,t1,tophat"})
     _, _, record = infer_files(paths, [old], tmp_path / "old")
     assert record["Threshold"] == 0.5 and "no calibrated" in record["ThresholdSource"]
     other = calibrated(net, tmp_path / "d.pt", {"none": 0.45, "flip": 0.65})
@@ -287,7 +287,7 @@ def test_superficial_components_are_removed_by_physical_depth():
 def test_infer_applies_post_processing_with_the_headers_voxel_size(tmp_path, net):
     volumes = head_volumes((36, 28, 4), centre=(17, 14), radii=(12, 9), seed=18)
     paths = write_subject(tmp_path / "in", volumes, np.diag([0.9, 1.1, 3.0, 1.0]))
-    model = save_model(tmp_path / "m.pt", net, {"name": "m", "channels": "flair,t1,tophat"})
+    model = save_model(tmp_path / "m.pt", net, {"requantize": "tissue", "name": "m", "channels": "flair,t1,tophat"})
     prob, mask, record = infer_files(paths, [model], tmp_path / "plain", "--threshold", "0.5")
     size = 0.9 * 1.1 * 3.0
     expected, report = clean_mask(prob >= 0.5, (0.9, 1.1, 3.0), volumes["flair"] > 0, 5 * size, 4.0)
@@ -317,8 +317,8 @@ def test_cli_defaults_equal_the_schema_and_config_defaults():
 def test_config_accepts_a_list_of_checkpoints_and_command_line_thresholds(tmp_path, net):
     from wmhflow import config as wmh_config
 
-    first = save_model(tmp_path / "a.pt", net, {"name": "a"})
-    second = save_model(tmp_path / "b.pt", net, {"name": "b"})
+    first = save_model(tmp_path / "a.pt", net, {"requantize": "tissue", "name": "a"})
+    second = save_model(tmp_path / "b.pt", net, {"requantize": "tissue", "name": "b"})
     config = wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"),
                                   "model": {"checkpoint": [str(first), str(second)]}})
     assert config["model"]["checkpoint"] == [str(first), str(second)] and config["segment"]["threshold"] == "auto"

@@ -201,7 +201,7 @@ def test_same_input_twice_gives_identical_output():
 def test_save_and_load_model_roundtrip(tmp_path):
     torch.manual_seed(0)
     net = wm.build_model(side_maps=8).eval()
-    path = wm.save_model(tmp_path / "m" / "model.pt", net, {"name": "x", "channels": "flair,t1,t1"})
+    path = wm.save_model(tmp_path / "m" / "model.pt", net, {"requantize": "tissue", "name": "x", "channels": "flair,t1,t1"})
     loaded, meta = wm.load_model(path)
     assert meta["channels"] == "flair,t1,t1" and meta["side_maps"] == 8 and "wmhflow_version" in meta
     assert not loaded.training

@@ -259,7 +259,7 @@ def test_requantize_window_and_background():
     mask = np.zeros(data.shape, bool)
     mask[5:25, 5:25] = True
     data[~mask] = 5000.0  # bright junk outside the head must not matter
-    out = requantize_array(data, mask, 2.0, 98.0)
+    out = requantize_array(data, mask, 2.0, 98.0, "percentile")
     assert out.dtype == np.uint8 and out.shape == data.shape
     assert not out[~mask].any()
     assert out[mask].min() >= 1
@@ -271,6 +271,56 @@ def test_requantize_window_and_background():
     assert abs(np.mean(out[mask] == 255) - 0.02) < 0.01
     order = np.argsort(inside)
     assert (np.diff(out[mask][order].astype(int)) >= 0).all()
+
+
+def head_of_tissues(scale, fat, seed=0):
+    """A 'head' of dark CSF (15 %), tissue (80 %), bright lesions (3 %) and scalp fat (2 %) at ``fat`` x tissue."""
+    rng = np.random.default_rng(seed)
+    kind = rng.choice(4, size=(40, 40, 8), p=[0.15, 0.80, 0.03, 0.02])
+    level = np.array([0.2, 1.0, 1.6, fat])[kind]
+    data = (scale * level * rng.normal(1, 0.04, kind.shape)).astype(np.float32)
+    return data, kind
+
+
+@pytest.mark.parametrize("scale", [1.0, 370.0])
+def test_tissue_window_puts_tissue_at_mid_grey_whatever_the_scalp(scale):
+    """The tissue window: tissue ~128 and lesions at the same grey level whether the scalp fat is
+    1.5x or 4x as bright as tissue; the percentile window moves both with the fat."""
+    levels = {}
+    for fat in (1.5, 4.0):
+        data, kind = head_of_tissues(scale, fat)
+        mask = np.ones(data.shape, bool)
+        tissue = requantize_array(data, mask, window="tissue")
+        percentile = requantize_array(data, mask, window="percentile")
+        levels[fat] = [float(np.median(v[kind == k])) for v in (tissue, percentile) for k in (1, 2)]
+    (t_tissue, t_lesion, p_tissue, p_lesion), (t_tissue4, t_lesion4, p_tissue4, p_lesion4) = levels[1.5], levels[4.0]
+    assert abs(t_tissue - 128) <= 6 and abs(t_tissue4 - 128) <= 6
+    assert abs(t_lesion - t_lesion4) <= 3 and 200 <= t_lesion <= 235
+    assert p_tissue - p_tissue4 > 40 and p_lesion - p_lesion4 > 60  # the percentile window follows the fat
+
+
+def test_window_sidecars_training_and_inference_agree(tmp_path):
+    """The window is read back from the 8-bit volumes' sidecars: one window for a training set, and a
+    model refuses volumes of the other window (an old model's are percentile)."""
+    from wmhflow.io import save_like
+    from wmhflow.preprocess.quantize import describe, inputs_window, require_model_window, volume_window
+
+    data, _ = head_of_tissues(1.0, 2.0)
+    like = nib.Nifti1Image(data, np.eye(4))
+    paths = {}
+    for window in ("tissue", "percentile"):
+        paths[window] = save_like(requantize_array(data, window=window), like, tmp_path / f"{window}.nii.gz", np.uint8,
+                                  sources=[tmp_path / "n4.nii.gz"], **describe(window, 0.5, 99.8))
+    bare = save_like(requantize_array(data), like, tmp_path / "bare.nii.gz", np.uint8)
+    assert volume_window(paths["tissue"]) == "tissue" and volume_window(bare) is None
+    assert inputs_window([paths["tissue"], bare, None]) == "tissue"
+    with pytest.raises(InputError, match="percentile.nii.gz: requantized with the percentile window, but .*tissue"):
+        inputs_window([paths["tissue"], paths["percentile"]])
+    require_model_window({"requantize": "tissue"}, "m.pt", "tissue", paths["tissue"])
+    require_model_window({"requantize": "unknown"}, "m.pt", "percentile", paths["percentile"])
+    with pytest.raises(InputError, match=r"tissue.nii.gz: .*model old.pt was trained on percentile-window .*"
+                                         r"requantize.window: percentile"):
+        require_model_window({}, "old.pt", "tissue", paths["tissue"])
 
 
 def test_requantize_constant_and_empty():

@@ -31,6 +31,10 @@ subjects_in = PLAN.subjects_in
 # Sources name the input cohort through dataset_description.json), and a dry run writes nothing.
 onstart:
     PLAN.write_dataset_files(config["cohort"] if config["cohort"] != "demo" else config["demo"]["path"])
+    if config["model"]["checkpoint"]:  # here, not at parsing: every job parses, and this imports torch
+        from wmhflow.infer import require_checkpoint_window
+
+        require_checkpoint_window(config["model"]["checkpoint"], config["requantize"]["window"])
 
 
 # {subject}: an acquisition's output prefix, folders included (wmhflow.paths.prefix).

@@ -60,6 +60,7 @@ rule requantize:
     output:
         out("{subject}", "{modality}", desc="quant"),
     params:
+        window=config["requantize"]["window"],
         low=config["requantize"]["low_percentile"],
         high=config["requantize"]["high_percentile"],
     wildcard_constraints:
@@ -75,7 +76,7 @@ rule requantize:
         bench("requantize_{modality}")
     shell:
         "wmhflow requantize --input {input:q} --output {output:q} --role {wildcards.modality} "
-        "--low-pct {params.low:q} --high-pct {params.high:q} > {log:q} 2>&1"
+        "--window {params.window:q} --low-pct {params.low:q} --high-pct {params.high:q} > {log:q} 2>&1"
 
 
 rule tophat:

@@ -1,3 +1,3 @@
 """wmhflow: white matter hyperintensity segmentation (Xu et al., MICCAI WMH Challenge 2017) and beyond."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -40,6 +40,7 @@ from .errors import ConfigError, InputError
 from .io import load_nifti, require_same_grid, save_like
 from .model import load_model
 from .postprocess import clean_mask, voxel_volume_mm3
+from .preprocess.quantize import inputs_window, model_window, require_model_window
 from .slices import colour_slices, required_volumes, to_input
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,27 @@ def load_models(paths):
     return models, metas
 
 
+def require_models_window(paths, metas, window, volume_path) -> None:
+    """Every model of an ensemble must have learnt from volumes requantized like these."""
+    paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") else list(paths)
+    for path, meta in zip(paths, metas):
+        require_model_window(meta, path, window, volume_path)
+
+
+def require_checkpoint_window(checkpoints, window: str) -> None:
+    """Before a run reprocesses a cohort with existing models: each was trained on volumes of ``window``.
+
+    Checked once, when the run starts (the workflow's onstart), so that a model of the other window
+    stops the run before hours of preprocessing rather than at every subject's segmentation.
+    """
+    checkpoints = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints or [])
+    for path in checkpoints:
+        trained = model_window(load_model(path)[1])
+        if trained not in ("unknown", window):
+            raise ConfigError("requantize.window", f"{window}, but model {path} was trained on {trained}-window "
+                                                   f"volumes: set requantize.window: {trained}")
+
+
 def parse_threshold(value):
     """None ("auto": the model's calibrated threshold) or a probability in (0, 1)."""
     if value is None or str(value).strip().lower() in ("auto", "none", "null", ""):
@@ -336,6 +358,7 @@ def main(args) -> int:
     channels = metas[0].get("channels", "flair,t1,tophat")
     threshold, source = resolve_threshold(args.threshold, metas, args.tta)
     volumes, flair_img = load_volumes(args.flair, args.t1, args.tophat, channels)
+    require_models_window(args.model, metas, inputs_window([args.flair, args.t1]), args.flair)
     flip_axis = left_right_axis(flair_img.affine)
     started = time.perf_counter()
     prob = predict_volume(models, volumes, channels, args.device, args.precision, args.batch_size,

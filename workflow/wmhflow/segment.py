@@ -22,6 +22,8 @@ from .errors import InputError, WmhflowError
 from .io import load_nifti, save_like, voxels
 from .paths import bids_path, sidecar_path
 from .preprocess.bias import ITERATIONS, SHRINK
+from .preprocess.quantize import (HIGH_PCT, LOW_PCT, WINDOW, add_window_arguments, check_window_arguments,
+                                  describe, model_window)
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,15 @@ def subject_id(flair_path) -> str:
 
 
 def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, align_mode="auto",
-                    shrink=SHRINK, iterations=ITERATIONS, control_points=4, low_pct=0.5, high_pct=99.8,
+                    shrink=SHRINK, iterations=ITERATIONS, control_points=4, low_pct=LOW_PCT, high_pct=HIGH_PCT,
                     area=25, connectivity=1, device="auto", precision="auto", batch_size=8, crop_margin=16, threshold="auto",
-                    keep_intermediates=False, threads=0, tta="none", min_lesion_mm3=None, min_depth_mm=None) -> dict:
+                    keep_intermediates=False, threads=0, tta="none", min_lesion_mm3=None, min_depth_mm=None,
+                    window="auto") -> dict:
     """Run the chain for one subject; returns {artifact name: path written}.
 
     ``model_path``: one model file or a list (an ensemble). ``threshold``: "auto" (the model's
     calibrated one) or a probability; ``tta``, ``min_lesion_mm3``, ``min_depth_mm``: as ``wmhflow infer``.
+    ``window``: the requantization window; "auto" = the one the model was trained with.
     """
     from . import infer
     from .preprocess.align import align_t1_to_flair
@@ -70,6 +74,9 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     meta = metas[0]
     channels = meta.get("channels", "flair,t1,tophat")
     threshold, threshold_source = infer.resolve_threshold(threshold, metas, tta)
+    if window == "auto":
+        window = next((w for w in map(model_window, metas) if w != "unknown"), WINDOW)
+    infer.require_models_window(model_paths, metas, window, flair_path)
     if t1 is None and "t1" in channels:
         raise InputError(flair_path, f"the model's channels {channels} need a T1 (--t1)")
     timings, volumes, written = {}, {}, {}
@@ -94,7 +101,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
         keep(corrected, suffix, "n4", np.float32)
         step(f"bias_correct_{suffix}", started)
         started = time.perf_counter()
-        volumes[key] = requantize_array(corrected, None, low_pct, high_pct)  # head mask of `corrected`, as the rule
+        volumes[key] = requantize_array(corrected, None, low_pct, high_pct, window)  # head mask of `corrected`, as the rule
         keep(volumes[key], suffix, "quant", np.uint8)
         step(f"requantize_{suffix}", started)
     started = time.perf_counter()
@@ -110,7 +117,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     step("fcn", started)
     name = meta.get("name") or "fcn2d"
     made_by = dict(infer.model_provenance(model_paths, metas, channels), ModelName=name, N4Shrink=list(shrink),
-                   N4Iterations=list(iterations), RequantizePercentiles=[low_pct, high_pct], TophatArea=area,
+                   N4Iterations=list(iterations), **describe(window, low_pct, high_pct), TophatArea=area,
                    TophatConnectivity=connectivity, CropMargin=crop_margin)
     sources = [flair_path] + ([t1_path] if t1_path else [])
     probseg_path = bids_path(out_dir, subject, "probseg", label="WMH", desc=name)
@@ -144,8 +151,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shrink", type=int, nargs=3, default=SHRINK, metavar=("I", "J", "K"))
     parser.add_argument("--iterations", type=int, nargs="+", default=ITERATIONS)
     parser.add_argument("--control-points", type=int, default=4)
-    parser.add_argument("--low-pct", type=float, default=0.5)
-    parser.add_argument("--high-pct", type=float, default=99.8)
+    add_window_arguments(parser, default="auto")
     parser.add_argument("--area", type=int, default=25)
     parser.add_argument("--connectivity", type=int, default=1, choices=(1, 2))
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -164,12 +170,13 @@ def main(args) -> int:
     from .infer import check_postprocessing_arguments
 
     check_postprocessing_arguments(args)
+    check_window_arguments(args, args.flair)
     set_threads(args.threads or None)
     written = segment_subject(args.flair, args.t1, args.model, args.out_dir, args.subject, args.align,
                               args.shrink, args.iterations, args.control_points, args.low_pct, args.high_pct,
                               args.area, args.connectivity, args.device, args.precision, args.batch_size,
                               args.crop_margin, args.threshold, args.keep_intermediates, args.threads, args.tta,
-                              args.min_lesion_mm3, args.min_depth_mm)
+                              args.min_lesion_mm3, args.min_depth_mm, args.window)
     for name, path in written.items():
         print(f"{name}\t{path}")
     return 0

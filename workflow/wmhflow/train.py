@@ -36,6 +36,7 @@ from .errors import ConfigError, InputError
 from .augment import augment_batch, soft_dice_loss
 from .io import atomic_output, label_array, load_nifti, require_same_grid
 from .model import build_model, save_model
+from .preprocess.quantize import inputs_window
 from .slices import colour_slices, required_volumes, to_input
 
 log = logging.getLogger(__name__)
@@ -324,6 +325,7 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
     t1s = [t for t in t1s if t] or [None] * len(flairs)
     if not (len(flairs) == len(t1s) == len(tophats) == len(references)) or not flairs:
         raise ConfigError("train", "training needs the same number (>= 1) of FLAIR, T1, top-hat and reference files")
+    window = inputs_window(list(flairs) + list(t1s)) or "unknown"  # before any work: one window for all
     seed = int(settings["seed"])
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -410,7 +412,9 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
             log.info("stopping early at iteration %d (checkpoint kept)", iteration)
             return rows
     meta = {"name": model_config.get("name", "fcn2d"), "channels": channels, "train": settings,
-            "model": model_config, "iterations": iteration}
+            "model": model_config, "iterations": iteration,
+            # inference refuses volumes requantized with another window (wmhflow.preprocess.quantize)
+            "requantize": window}
     # The mask threshold, chosen on the held-out validation subjects and stored with the model.
     from .calibration import calibrate_model
     meta["calibration"] = calibrate_model(model, list(zip(flairs, t1s, tophats, references))[:n_val], channels, dev)
