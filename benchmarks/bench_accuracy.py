@@ -191,8 +191,12 @@ def _has_avx512() -> bool:
         return False
 
 
-def score(model_path, test_rows, threads) -> list[dict]:
-    """Segment and score each test subject with the model."""
+def score(model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",)) -> dict[tuple, list[dict]]:
+    """Segment and score each test subject with the model: {(threshold, min_depth_mm): rows}.
+
+    One FCN pass per subject serves every post-processing variant. ``thresholds``: "auto" (the
+    model's calibrated one, as ``wmhflow infer`` uses by default) or numbers.
+    """
     from wmhflow.device import set_threads
     from wmhflow.infer import make_mask, predict_volume, resolve_threshold
     from wmhflow.model import load_model
@@ -200,18 +204,22 @@ def score(model_path, test_rows, threads) -> list[dict]:
     set_threads(threads)
     model, meta = load_model(model_path)
     channels = meta.get("channels", "flair,t1,tophat")
-    threshold, source = resolve_threshold("auto", [meta], "none")  # as `wmhflow infer` with its defaults
-    log.info("threshold %.2f (%s)", threshold, source)
-    out = []
+    cuts = {spec: resolve_threshold(spec, [meta], "none")[0] for spec in thresholds}
+    log.info("thresholds %s", cuts)
+    out = {(spec, depth): [] for spec in thresholds for depth in depths}
     for r in test_rows:
         volumes = {k: np.asarray(nib.load(r[k]).dataobj) for k in ("flair", "t1", "tophat")}
         prob = predict_volume(model, volumes, channels, "auto", "auto", 8, crop_margin=16)
         ref = nib.load(r["reference"])
-        mask, _ = make_mask(prob, volumes["flair"], ref.header.get_zooms()[:3], threshold)
-        metrics = evaluate_arrays(np.rint(np.asarray(ref.dataobj, np.float32)).astype(np.int16), mask, ref.affine)
-        out.append({"subject": r["subject"], "site": r["site"], "group": r["group"], **metrics})
-        log.info("%s %s: Dice %.3f H95 %.1f AVD %.1f recall %.2f F1 %.2f", r["site"], r["subject"],
-                 metrics["dice"], metrics["h95_mm"], metrics["avd_pct"], metrics["lesion_recall"], metrics["lesion_f1"])
+        labels = np.rint(np.asarray(ref.dataobj, np.float32)).astype(np.int16)
+        for spec, depth in out:
+            mask, _ = make_mask(prob, volumes["flair"], ref.header.get_zooms()[:3], cuts[spec], min_depth_mm=depth)
+            metrics = evaluate_arrays(labels, mask, ref.affine)
+            out[spec, depth].append({"subject": r["subject"], "site": r["site"], "group": r["group"],
+                                     "threshold": cuts[spec], **metrics})
+            log.info("%s %s (threshold %s, min depth %g mm): Dice %.3f H95 %.1f AVD %.1f recall %.2f F1 %.2f",
+                     r["site"], r["subject"], spec, depth, metrics["dice"], metrics["h95_mm"], metrics["avd_pct"],
+                     metrics["lesion_recall"], metrics["lesion_f1"])
     return out
 
 
@@ -222,6 +230,25 @@ def summarise(frame: pd.DataFrame) -> dict:
         summary[key] = {name: {"subjects": int(len(g)), **{m: round(float(g[m].mean()), 4) for m in METRICS}}
                         for name, g in frame.groupby(by)}
     return summary
+
+
+def record_run(run, rows, preset, channels, protocol, window, depth, train_subjects, timing, csv_path, json_path):
+    """Replace the run's rows in the CSV and its summary in the JSON; print the per-group means."""
+    scored = pd.DataFrame(rows)
+    for i, (key, value) in enumerate((("run", run), ("preset", preset), ("channels", channels),
+                                      ("protocol", protocol))):
+        scored.insert(i, key, value)
+    old = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame()
+    if len(old):
+        old = old[old["run"] != run]
+    pd.concat([old, scored], ignore_index=True).to_csv(csv_path, index=False)
+    summary = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    summary[run] = {"preset": preset, "channels": channels, "protocol": protocol, "window": window,
+                    "min_depth_mm": depth, "train_subjects": train_subjects, "timing": timing, **summarise(scored)}
+    json_path.write_text(json.dumps(summary, indent=2))
+    for group, values in summary[run]["per_group"].items():
+        print(f"{run:60s} {group:14s} n={values['subjects']:2d} " +
+              " ".join(f"{m}={values[m]:.3f}" for m in METRICS), flush=True)
 
 
 def main(argv=None) -> int:
@@ -240,6 +267,10 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--window", default="tissue", choices=("tissue", "percentile"),
                         help="requantization window (wmhflow.preprocess.quantize); percentile: the first runs'")
+    parser.add_argument("--min-depth-mm", type=float, nargs="+", default=[0.0],
+                        help="post-processing depths to score (wmhflow.postprocess); one FCN pass for all")
+    parser.add_argument("--thresholds", nargs="+", default=["auto"],
+                        help="mask thresholds to score: auto (the model's calibrated one) and/or numbers")
     parser.add_argument("--tag", default="", help="suffix of the run's name (e.g. a variant under test)")
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="score the last checkpoint of a training that has not finished (marked partial)")
@@ -279,22 +310,11 @@ def main(argv=None) -> int:
                 log.info("run %s: training on %d subjects", run, len(train_rows))
                 model_path, timing = train_model(name, preset, channels, train_rows, work, args.threads, args.iterations,
                                                  args.from_checkpoint, args.window)
-                scored = pd.DataFrame(score(model_path, test_rows, args.threads))
-                scored.insert(0, "run", run)
-                scored.insert(1, "preset", preset)
-                scored.insert(2, "channels", channels)
-                scored.insert(3, "protocol", protocol_name)
-                old = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame()
-                if len(old):
-                    old = old[old["run"] != run]
-                pd.concat([old, scored], ignore_index=True).to_csv(csv_path, index=False)
-                summary = json.loads(json_path.read_text()) if json_path.is_file() else {}
-                summary[run] = {"preset": preset, "channels": channels, "protocol": protocol_name, "window": args.window,
-                                "train_subjects": len(train_rows), "timing": timing, **summarise(scored)}
-                json_path.write_text(json.dumps(summary, indent=2))
-                for group, values in summary[run]["per_group"].items():
-                    print(f"{run:45s} {group:14s} n={values['subjects']:2d} " +
-                          " ".join(f"{m}={values[m]:.3f}" for m in METRICS), flush=True)
+                scored = score(model_path, test_rows, args.threads, args.min_depth_mm, args.thresholds)
+                for (spec, depth), variant_rows in scored.items():
+                    variant = run + (f"|threshold-{spec}" if spec != "auto" else "") + (f"|depth-{depth:g}mm" if depth else "")
+                    record_run(variant, variant_rows, preset, channels, protocol_name, args.window, depth,
+                               len(train_rows), timing, csv_path, json_path)
     return 0
 
 

@@ -60,6 +60,34 @@ def test_probability_zero_changes_nothing():
                                                 {"probability": 0.0}), images)
 
 
+def test_scalp_augmentation_brightens_the_rim_not_the_inside():
+    """Only the scalp step (every other strength 0): the head's outer rim gets brighter, its inside and
+    the air stay; a crop that lies wholly inside the head is left alone (it has no rim)."""
+    only_scalp = {k: 0.0 for k in augment.DEFAULTS} | {"probability": 1.0, "downsample": 1.0, "scalp": 0.8,
+                                                       "scalp_width": 6.0}
+    image = np.zeros((48, 48), np.uint8)
+    image[4:-4, 4:-4] = 120
+    brighter = []
+    for seed in range(8):
+        out = augment.augment_image(image, np.random.default_rng(seed), only_scalp)
+        assert (out[image == 0] == 0).all() and abs(int(out[24, 24]) - 120) <= 1
+        brighter.append(int(out[4, 24]) - 120)
+    assert max(brighter) > 20 and min(brighter) >= -1  # half of the draws apply it, up to +80 %
+    inside = np.full((32, 32), 120, np.uint8)
+    for seed in range(4):
+        assert np.array_equal(augment.augment_image(inside, np.random.default_rng(seed), only_scalp), inside)
+
+
+def test_every_augmentation_strength_can_be_overridden_in_the_config():
+    """train.overrides.intensity accepts each key of augment.DEFAULTS (its schema comes from the presets)."""
+    from wmhflow.config import validate
+
+    assert set(train.PRESETS["standard"]["intensity"]) == set(augment.DEFAULTS)
+    for key in augment.DEFAULTS:
+        config = {"cohort": "demo", "train": {"preset": "standard", "overrides": {"intensity": {key: 0.5}}}}
+        assert validate(config)["train"]["overrides"]["intensity"] == {key: 0.5}
+
+
 def test_soft_dice_loss():
     target = torch.zeros(2, 32, 32, dtype=torch.long)
     target[:, 8:16, 8:16] = 1

@@ -141,7 +141,9 @@ def parse_infer(argv):
 def infer_files(paths, models, out, *extra):
     args = parse_infer(["--flair", paths["flair"], "--t1", paths["t1"], "--tophat", paths["tophat"],
                         "--model", *models, "--probseg", out / "p.nii.gz", "--mask", out / "m.nii.gz",
-                        "--device", "cpu", "--threads", "1", *extra])
+                        "--device", "cpu", "--threads", "1",
+                        # these 'heads' are ~12 mm across: the default depth rule would drop every voxel
+                        *(() if "--min-depth-mm" in extra else ("--min-depth-mm", "0")), *extra])
     assert infer.main(args) == 0
     prob = np.asarray(nib.load(str(out / "p.nii.gz")).dataobj)
     mask = np.asarray(nib.load(str(out / "m.nii.gz")).dataobj)

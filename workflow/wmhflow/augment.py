@@ -6,6 +6,8 @@ went through N4 and a percentile window, so the augmentation acts on those 8-bit
 and per modality (FLAIR and T1 independently), inside the head only (0 = air stays 0):
 
 - contrast: a random gamma curve and a small window shift/scale (another sequence's contrast),
+- scalp: the head's outer rim brightened (fat without fat suppression: a FLAIR or T1 whose scalp is as
+  bright as lesions; on the synthetic shifted scanners it drew false positives along the whole rim),
 - bias: a smooth multiplicative field of a few random low-frequency cosines (what N4 leaves),
 - noise: Gaussian noise of random strength,
 - resolution: Gaussian blur, or down- then up-sampling by a random factor (coarser voxels),
@@ -33,6 +35,8 @@ DEFAULTS = {
     "noise": 0.04,            # Gaussian noise sigma (fraction of 255), drawn in [0, n]
     "blur": 1.0,              # Gaussian blur sigma (pixels), drawn in [0, s]; half of the samples
     "downsample": 2.0,        # resolution factor in [1, d]; the other half
+    "scalp": 0.8,             # rim brightening: factor in [1, 1 + s] on the outer rim, half of the samples
+    "scalp_width": 6.0,       # rim width in pixels (~ mm at ~1 mm in-plane), drawn in [2, w]
 }
 
 
@@ -57,6 +61,11 @@ def augment_image(image: np.ndarray, rng, settings=None) -> np.ndarray:
     x = image.astype(np.float32) / 255.0
     gamma = float(np.exp(rng.uniform(-s["gamma"], s["gamma"])))
     x = np.power(x, gamma)
+    if s["scalp"] > 0 and rng.random() < 0.5 and not head.all():  # a crop inside the head has no rim
+        # the head's own rim only: distance to the crop's air; a crop edge inside the head is no rim
+        width = rng.uniform(2.0, max(s["scalp_width"], 2.0))
+        depth = ndimage.distance_transform_edt(head)
+        x = x * (1.0 + rng.uniform(0, s["scalp"]) * np.exp(-((depth / width) ** 2)))
     shift, log_scale = rng.uniform(-s["window"], s["window"], 2)
     x = (x - 0.5) * float(np.exp(log_scale)) + 0.5 + shift
     x = x * _bias_field(rng, *x.shape, rng.uniform(0, s["bias"]))

@@ -59,7 +59,7 @@ TTA_MODES = ("none", "flip")
 #: volume traded lesion recall for precision without raising F1 on the test subjects, and no component lay
 #: near the head surface; both stay available for cohorts with specks or scalp false positives.
 MIN_LESION_MM3 = 0.0
-MIN_DEPTH_MM = 0.0
+MIN_DEPTH_MM = 15.0
 
 
 def left_right_axis(affine):

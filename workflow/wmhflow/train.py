@@ -71,7 +71,9 @@ PRESETS = {
         "weight_decay": 5e-4, "class_weight": 1.0, "scale_range": [0.85, 1.15], "rotation_degrees": 10.0,
         "validation_subjects": 1, "validate_every": 200, "checkpoint_every": 100, "log_every": 25, "seed": 0,
         "lesion_sampling": "component", "flip": True, "slice_mix": 0.3,
-        "intensity": {"probability": 0.8}, "loss": "ce+dice", "dice_weight": 1.0,
+        "intensity": {"probability": 0.8, "gamma": 0.35, "window": 0.1, "bias": 0.3, "noise": 0.04, "blur": 1.0,
+                      "downsample": 2.0, "scalp": 0.8, "scalp_width": 6.0},
+        "loss": "ce+dice", "dice_weight": 1.0,
     },
 }
 LOSSES = ("ce", "ce+dice")
