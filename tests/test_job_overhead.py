@@ -92,3 +92,24 @@ def test_a_t1_on_the_flair_grid_is_passed_through_in_its_own_integer_type(tmp_pa
     t1_float = nib.Nifti1Image(np.asanyarray(t1.dataobj).astype(np.float64) / 7, affine, t1.header)
     assert align_t1_to_flair(load_nifti(tmp_path / "flair.nii.gz"), t1_float).get_data_dtype() == np.float32
     save_like(np.zeros((12, 10, 5)), flair, tmp_path / "unused.nii.gz")  # save_like still takes any dtype
+
+
+def test_every_per_subject_rule_asks_for_at_least_its_measured_peak_at_256_cubed():
+    """The rules' mem_mb defaults stay above the measured line (benchmarks/results/resources.csv) at the
+    size they are documented for (docs/cluster.md): lowering one below it is a job killed for memory."""
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    fits = pd.read_csv(repo / "benchmarks/results/resources.csv").query("size == 'fit'").set_index("rule")
+    rules = "".join((repo / "workflow/rules" / name).read_text() for name in ("check.smk", "preprocess.smk"))
+    asked = {name: int(mem) for name, mem in re.findall(r"^rule (\w+):.*?mem_mb=(\d+)", rules, re.S | re.M)}
+    asked["segment"] = yaml.safe_load((repo / "config.yaml").read_text())["segment"]["mem_mb"]
+    mvoxels = 256 ** 3 / 1e6
+    for rule, fit in fits.iterrows():
+        name = re.sub(r"_(FLAIR|T1w)$", "", rule)
+        peak = fit["fixed_mb"] + fit["per_mvoxel_mb"] * mvoxels
+        assert asked[name] >= peak * 1.2, f"{name}: mem_mb {asked[name]} < measured peak {peak:.0f} MB x 1.2"
