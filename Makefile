@@ -13,6 +13,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# the top-hat's numba kernel into its on-disk cache, so no job compiles it (tophat.warm_kernel_cache)
+	$(BIN)/python -c "from wmhflow.preprocess.tophat import warm_kernel_cache; warm_kernel_cache()"
 	touch $@
 
 install: $(BIN)/.installed

@@ -11,8 +11,10 @@ rule check_subject:
         PLAN.check_file(),
     params:
         reference=subject_value("reference"),
+    # Resources from measured peaks (benchmarks/results/resources.csv; docs/cluster.md, "Job sizes"):
+    # 69 MB + 24 MB per Mvoxel of the FLAIR, sized for 256^3 (16.8 Mvoxels) x 1.5; minutes: 5 at least.
     resources:
-        mem_mb=2000,
+        mem_mb=800,
         runtime=5,
     conda:
         "../../envs/preprocess.yaml"

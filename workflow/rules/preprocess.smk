@@ -11,9 +11,12 @@ rule align_t1:
     params:
         mode=config["align"]["mode"],
     threads: 2
+    # Peak RSS 147 MB + 6 MB per Mvoxel passing through (benchmarks/results/resources.csv); a registration
+    # was not measured at 3D size: sized with N4's slope (26 MB per Mvoxel) at 256^3 x 1.5. Minutes:
+    # registration of a 3D T1 takes longer than a pass-through; 10 leaves room on a slow node.
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=900,
+        runtime=10,
     conda:
         "../../envs/preprocess.yaml"
     log:
@@ -39,9 +42,11 @@ rule bias_correct:
     wildcard_constraints:
         modality="FLAIR|T1w",
     threads: 2
+    # Peak RSS 172 MB + 26 MB per Mvoxel (benchmarks/results/resources.csv), sized for 256^3 (16.8
+    # Mvoxels) x 1.5; 1.25 s per Mvoxel with 2 threads: ~1 min at 256^3, x2 with 1 thread (profiles/slurm)
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../../envs/preprocess.yaml"
     log:
@@ -65,8 +70,9 @@ rule requantize:
         high=config["requantize"]["high_percentile"],
     wildcard_constraints:
         modality="FLAIR|T1w",
+    # Peak RSS 69 MB + 21 MB per Mvoxel (benchmarks/results/resources.csv), 256^3 x 1.5; seconds of work
     resources:
-        mem_mb=1000,
+        mem_mb=700,
         runtime=5,
     conda:
         "../../envs/preprocess.yaml"
@@ -87,8 +93,9 @@ rule tophat:
     params:
         area=config["tophat"]["area"],
         connectivity=config["tophat"]["connectivity"],
+    # Peak RSS 181 MB (mostly numba) + 3 MB per Mvoxel (benchmarks/results/resources.csv), 256^3 x 1.5
     resources:
-        mem_mb=1000,
+        mem_mb=400,
         runtime=5,
     conda:
         "../../envs/preprocess.yaml"

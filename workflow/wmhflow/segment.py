@@ -91,8 +91,9 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
 
     started = time.perf_counter()
     if t1 is not None:
-        aligned = voxels(align_t1_to_flair(flair, t1, align_mode, t1_path, flair_path))
-        keep(aligned, "T1w", "aligned", np.float32)
+        aligned_img = align_t1_to_flair(flair, t1, align_mode, t1_path, flair_path)
+        keep(np.asanyarray(aligned_img.dataobj), "T1w", "aligned", aligned_img.get_data_dtype())  # as the rule
+        aligned = voxels(aligned_img)
         step("align_t1", started)
     chains = [("flair", "FLAIR", voxels(flair))] + ([("t1", "T1w", aligned)] if t1 is not None else [])
     for key, suffix, data in chains:

@@ -71,7 +71,11 @@ def align_t1_to_flair(flair, t1, mode: str = "auto", t1_path="T1", flair_path="F
         require_same_grid(t1, t1_path, flair, flair_path, "T1 (align_t1: never)")
     if on_grid and mode != "always":
         log.info("T1 already on the FLAIR grid: passed through")
-        data = np.asarray(t1.dataobj, dtype=np.float32)
+        # Kept in its own (natural) type: an int16 T1 stays int16, half the bytes of float32 to write,
+        # compress and read again in the next step, and the same values (N4 reads it as float32).
+        data = np.asanyarray(t1.dataobj)
+        if not np.issubdtype(data.dtype, np.integer):
+            data = data.astype(np.float32)
     else:
         require_registrable(flair, flair_path, "FLAIR")
         require_registrable(t1, t1_path, "T1")
@@ -79,10 +83,10 @@ def align_t1_to_flair(flair, t1, mode: str = "auto", t1_path="T1", flair_path="F
         transform, metric = register_rigid(flair, t1)
         log.info("rigid T1->FLAIR registration in %.1f s, Mattes MI %.4f, transform %s",
                  time.perf_counter() - start, metric, transform)
-        data = resample_to(flair, t1, transform)
+        data = resample_to(flair, t1, transform).astype(np.float32)  # interpolated: real-valued
     header = flair.header.copy()
-    header.set_data_dtype(np.float32)
-    return nib.Nifti1Image(data.astype(np.float32), flair.affine, header)
+    header.set_data_dtype(data.dtype)
+    return nib.Nifti1Image(data, flair.affine, header)
 
 
 def add_arguments(parser) -> None:
@@ -102,7 +106,7 @@ def main(args) -> int:
     flair = load_nifti(args.flair, "FLAIR")
     t1 = load_nifti(args.t1, "T1")
     aligned = align_t1_to_flair(flair, t1, args.mode, args.t1, args.flair)
-    save_like(np.asarray(aligned.dataobj), flair, args.output, np.float32, sources=[args.t1, args.flair],
+    save_like(np.asanyarray(aligned.dataobj), flair, args.output, sources=[args.t1, args.flair],
               SpatialReference=args.flair,
               Description="T1 on the FLAIR's voxel grid", AlignMode=args.mode,
               Registered=not (args.mode != "always" and same_grid(flair, t1)))

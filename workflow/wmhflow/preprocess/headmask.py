@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
 
 
 def head_mask_array(data: np.ndarray) -> np.ndarray:
+    from skimage.filters import threshold_otsu  # here: a verb's --help and import stay free of it
+
     data = np.asarray(data, dtype=np.float32)
     if not np.any(data > data.min()):
         return np.zeros(data.shape, bool)

@@ -90,6 +90,19 @@ def area_opening_slices(volume: np.ndarray, area: int = 25, connectivity: int = 
     return out
 
 
+def warm_kernel_cache() -> None:
+    """Compile the numba kernel into its on-disk cache now, for both layouts it meets.
+
+    Run once after installing (``make install`` does): otherwise every one of the first top-hat jobs
+    running side by side compiles the kernel itself (seconds each, benchmarks/bench_workflow.py), and
+    only later jobs load it from the cache. NIfTI data read by nibabel is in Fortran order (the
+    kernel sees C-contiguous slices), arrays computed in memory in C order (strided slices); numba
+    compiles and caches one version per layout.
+    """
+    for order in ("F", "C"):
+        area_opening_slices(np.zeros((4, 4, 2), np.uint8, order=order), 2, 1, threads=1)
+
+
 def area_tophat(volume: np.ndarray, area: int = 25, connectivity: int = 1, threads: int | None = None) -> np.ndarray:
     """FLAIR minus its per-slice area opening (uint8, >= 0 since an opening never exceeds its input)."""
     volume = np.asarray(volume)

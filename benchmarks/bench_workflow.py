@@ -1,0 +1,271 @@
+"""The workflow's fixed cost per subject: reprocessing with an existing model, workflow vs one process.
+
+Writes benchmarks/results/workflow_overhead.csv (issue 13). One run, one machine, side by side:
+
+- ``workflow``: ``snakemake --cores 2`` of the ``preprocess`` target and every subject's mask with
+  ``model.checkpoint`` set (check, align, N4 x2, requantize x2, top-hat, segment: 8 jobs a subject),
+  wall time of the whole call / N; per rule, the mean ``s`` and ``max_rss`` of its ``benchmark:`` files.
+- ``in_process``: the same chain in this one process, ``wmhflow.segment.segment_subject(...,
+  keep_intermediates=True)`` for each subject (imports paid once), wall / N; per step the timings the
+  function logs (kernel + writing the kept intermediate).
+- ``start_import``: per verb, a fresh ``python -c 'import <verb module>'`` (process start + imports: what
+  every job pays before its kernel), and which heavy libraries (torch, SimpleITK, scikit-image, pandas,
+  numba) that import pulls in.
+- ``tophat_jit``: the top-hat of one volume in a fresh process, twice: a JIT compile would show in the
+  first process only if numba's on-disk cache were not used.
+- ``io``: writing a realistic FLAIR-sized volume as NIfTI, float32 vs uint8, at nibabel's gzip level
+  and at others, and reading it back.
+
+The cohort is realistic-size synthetic (``wmhflow.synth.write_cohort``, not ``small``); the model an
+untrained FCN (``build_model``, 16 side maps): its weights change no timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_csv import write_rows  # noqa: E402
+
+VERB_MODULES = {
+    "check": "wmhflow.checks",
+    "align-t1": "wmhflow.preprocess.align",
+    "bias-correct": "wmhflow.preprocess.bias",
+    "requantize": "wmhflow.preprocess.quantize",
+    "tophat": "wmhflow.preprocess.tophat",
+    "infer": "wmhflow.infer",
+}
+HEAVY = ("torch", "SimpleITK", "skimage", "pandas", "numba", "scipy", "matplotlib")
+MODEL_NAME = "bench"
+
+
+def env_with_venv() -> dict:
+    bin_dir = str(Path(sys.executable).parent)
+    return dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+
+
+def prepare(root: Path, subjects: int, seed: int) -> tuple[pd.DataFrame, Path]:
+    from wmhflow.model import build_model, save_model
+    from wmhflow.synth import write_cohort
+
+    table = write_cohort(root / "cohort", subjects=subjects, seed=seed)
+    model = save_model(root / "bench.pt", build_model(side_maps=16),
+                       {"requantize": "tissue", "name": MODEL_NAME, "channels": "flair,t1,tophat"})
+    return table, model
+
+
+def run_workflow(root: Path, model: Path) -> tuple[float, list[dict]]:
+    """Wall seconds of the whole snakemake call, and one row per rule from its benchmark: files."""
+    from wmhflow import cohort, config as wmh_config
+    from wmhflow.plan import Plan
+
+    config = {"cohort": str(root / "cohort"), "results": "out", "splits": {"train_per_site": 0.01},
+              "model": {"name": MODEL_NAME, "checkpoint": str(model)}}
+    (root / "run.yaml").write_text(json.dumps(config))
+    import yaml
+
+    full = yaml.safe_load((REPO / "config.yaml").read_text())
+    for key, value in config.items():
+        full[key] = dict(full[key], **value) if isinstance(value, dict) else value
+    wmh_config.validate(full)
+    workdir = root / "wf"
+    workdir.mkdir(exist_ok=True)
+    plan = Plan(full, cohort.subjects_for_workflow(full, workdir=str(workdir)))
+    masks = [plan.mask(s) for s in plan.subjects.index]
+    # targets first: --configfile takes every following word
+    cmd = [sys.executable, "-m", "snakemake", "preprocess", *masks, "-s", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", "--configfile", str(root / "run.yaml")]
+    dry = subprocess.run(cmd + ["-n", "--quiet", "rules"], capture_output=True, text=True, env=env_with_venv())
+    if dry.returncode != 0:
+        raise SystemExit(f"snakemake -n failed:\n{dry.stdout[-3000:]}\n{dry.stderr[-3000:]}")
+    started = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv())
+    wall = time.perf_counter() - started
+    if run.returncode != 0:
+        raise SystemExit(f"snakemake failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    # The fixed cost of one snakemake call (start, parsing, DAG, end) with nothing left to do: paid once
+    # per run, not per subject. On the development machine most of it is the SLURM executor plugin
+    # running `scontrol show config` while building its --help text, which waits ~9 s when a SLURM
+    # client is installed but no controller answers (a workstation without SLURM, or a cluster, answer
+    # at once).
+    started = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv(), check=True)
+    noop = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run(["scontrol", "show", "config"], capture_output=True)
+    scontrol = time.perf_counter() - started if shutil.which("scontrol") else 0.0
+    rows = [{"rule": "(snakemake call, nothing to do)", "s": noop}, {"rule": "(scontrol show config)", "s": scontrol}]
+    for rule_dir in sorted((workdir / "out" / "benchmarks").iterdir()):
+        files = glob.glob(str(rule_dir / "**" / "*.tsv"), recursive=True)
+        frames = pd.concat([pd.read_csv(f, sep="\t") for f in files])
+        rule = re.sub(rf"_{MODEL_NAME}$", "", rule_dir.name)
+        rows.append({"rule": rule, "jobs": len(files), "s": frames["s"].mean(), "max_rss_mb": frames["max_rss"].max(),
+                     "mean_rss_mb": frames["max_rss"].mean()})
+    return wall, rows
+
+
+class _StepTimings(logging.Handler):
+    """Collects the per-step timings segment_subject logs ("steps {json}")."""
+
+    def __init__(self):
+        super().__init__()
+        self.runs = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if "; steps " in message:
+            self.runs.append(json.loads(message.split("; steps ", 1)[1]))
+
+
+def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float, dict]:
+    from wmhflow.device import set_threads
+    from wmhflow.segment import segment_subject
+
+    set_threads(2)
+    handler = _StepTimings()
+    logger = logging.getLogger("wmhflow.segment")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    started = time.perf_counter()
+    for row in table.itertuples():
+        segment_subject(row.flair, row.t1, str(model), root / "inproc", subject=f"b{row.subject}",
+                        keep_intermediates=True, threads=2)
+    wall = time.perf_counter() - started
+    logger.removeHandler(handler)
+    steps = pd.DataFrame(handler.runs).mean().to_dict()
+    return wall, steps
+
+
+def time_imports() -> list[dict]:
+    rows = []
+    probe = ("import sys, time; t = time.perf_counter(); import {module}; "
+             "print(time.perf_counter() - t, ','.join(m for m in {heavy!r} if m in sys.modules))")
+    for verb, module in VERB_MODULES.items():
+        started = time.perf_counter()
+        run = subprocess.run([sys.executable, "-c", probe.format(module=module, heavy=HEAVY)],
+                             capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - started
+        import_s, heavy = run.stdout.split(maxsplit=1) if " " in run.stdout.strip() else (run.stdout, "")
+        # the whole command as a job runs it (console script, argument parsing), without the kernel
+        started = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "wmhflow"), verb, "--help"], capture_output=True, check=True)
+        help_s = time.perf_counter() - started
+        rows.append({"verb": verb, "module": module, "process_s": round(wall, 3), "import_s": round(float(import_s), 3),
+                     "help_s": round(help_s, 3), "heavy_imports": heavy.strip()})
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    rows.append({"verb": "(bare python)", "module": "", "process_s": round(time.perf_counter() - started, 3)})
+    return rows
+
+
+def time_tophat_jit(quant_path: Path, workdir: Path) -> list[dict]:
+    rows = []
+    code = ("import time; from wmhflow.io import load_nifti; import numpy as np; "
+            "from wmhflow.preprocess.tophat import area_tophat; d = np.asarray(load_nifti({p!r}).dataobj); "
+            "t = time.perf_counter(); area_tophat(d, 25, 1); print(time.perf_counter() - t)").format(p=str(quant_path))
+    for attempt in (1, 2):
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=workdir)
+        rows.append({"process": attempt, "tophat_s": round(float(run.stdout.strip()), 3)})
+    return rows
+
+
+def time_io(flair_path: Path, workdir: Path) -> list[dict]:
+    import nibabel as nib
+
+    from wmhflow.io import load_nifti
+
+    img = load_nifti(flair_path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    as_uint8 = np.clip(data / max(float(data.max()), 1e-6) * 255, 0, 255).astype(np.uint8)
+    rows = []
+    default_level = nib.openers.Opener.default_compresslevel
+    for dtype, volume in (("float32", data), ("uint8", as_uint8)):
+        for level in sorted({default_level, 1, 6, 9}):
+            path = workdir / f"io_{dtype}_{level}.nii.gz"
+            nib.openers.Opener.default_compresslevel = level
+            try:
+                started = time.perf_counter()
+                nib.save(nib.Nifti1Image(volume, img.affine), str(path))
+                write_s = time.perf_counter() - started
+            finally:
+                nib.openers.Opener.default_compresslevel = default_level
+            started = time.perf_counter()
+            np.asarray(nib.load(str(path)).dataobj)
+            read_s = time.perf_counter() - started
+            rows.append({"dtype": dtype, "gzip_level": level, "nibabel_default": level == default_level,
+                         "write_s": round(write_s, 3), "read_s": round(read_s, 3),
+                         "mb": round(path.stat().st_size / 1e6, 2), "shape": "x".join(map(str, volume.shape))})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--label", default="", help="a word for this code version (before / after)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/workflow_overhead.csv"))
+    parser.add_argument("--keep", help="work in this directory and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        table, model = prepare(root, args.subjects, args.seed)
+        print(f"{args.subjects} subjects, {table.iloc[0]['flair']}")
+        wf_wall, rule_rows = run_workflow(root, model)
+        ip_wall, steps = run_in_process(root, table, model)
+        n = args.subjects
+        call = rule_rows[0]["s"]
+        rows = [{"label": args.label, "part": "per_subject", "name": "workflow", "s": round(wf_wall / n, 2)},
+                {"label": args.label, "part": "per_subject", "name": "in_process", "s": round(ip_wall / n, 2)},
+                {"label": args.label, "part": "ratio", "name": "workflow/in_process",
+                 "s": round(wf_wall / ip_wall, 3)},
+                # at cohort scale the call's fixed cost is spread over many subjects: what is left per subject
+                {"label": args.label, "part": "per_subject", "name": "workflow less one call's fixed cost",
+                 "s": round((wf_wall - call) / n, 2)},
+                {"label": args.label, "part": "ratio", "name": "(workflow less call's fixed cost)/in_process",
+                 "s": round((wf_wall - call) / ip_wall, 3)}]
+        for rule in rule_rows[:2]:
+            rows.append({"label": args.label, "part": "snakemake_call", "name": rule["rule"], "s": round(rule["s"], 2)})
+        for rule in rule_rows[2:]:
+            rows.append({"label": args.label, "part": "rule_job", "name": rule["rule"], "s": round(rule["s"], 2),
+                         "jobs": rule["jobs"], "max_rss_mb": round(rule["max_rss_mb"], 1),
+                         "mean_rss_mb": round(rule["mean_rss_mb"], 1)})
+        for step, seconds in steps.items():
+            rows.append({"label": args.label, "part": "in_process_step", "name": step, "s": round(seconds, 2)})
+        for imp in time_imports():
+            rows.append({"label": args.label, "part": "start_import", "name": imp.pop("verb"), "s": imp.pop("process_s"),
+                         **imp})
+        quant = next((root / "inproc").glob("sub-*/anat/*desc-quant_FLAIR.nii.gz"))
+        for jit in time_tophat_jit(quant, root):
+            rows.append({"label": args.label, "part": "tophat_fresh_process", "name": f"process {jit['process']}",
+                         "s": jit["tophat_s"]})
+        for io_row in time_io(Path(table.iloc[0]["flair"]), root):
+            rows.append({"label": args.label, "part": "io", "name": f"{io_row['dtype']} gzip {io_row['gzip_level']}",
+                         "s": io_row["write_s"], **io_row})
+        frame = pd.DataFrame(rows)
+        print(frame.to_string())
+        out = Path(args.out)
+        if out.exists() and args.label:  # keep the other labels' rows: before and after side by side
+            old = pd.read_csv(out)
+            frame = pd.concat([old[old["label"] != args.label], frame])
+        write_rows(frame.to_dict("records"), out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
