@@ -212,20 +212,22 @@ def test_stored_threshold_round_trips_and_is_used(tmp_path, net):
     model = calibrated(net, tmp_path / "c.pt", {"none": 0.35, "flip": 0.65})
     _, meta = load_model(model)
     assert calibration.stored_threshold(meta, "none") == 0.35 and calibration.stored_threshold(meta, "flip") == 0.65
-    prob, mask, record = infer_files(paths, [model], tmp_path / "auto")
+    prob, mask, record = infer_files(paths, [model], tmp_path / "auto", "--threshold", "auto")
     assert record["Threshold"] == 0.35 and "calibrated" in record["ThresholdSource"]
     assert np.array_equal(mask, prob >= 0.35) and not np.array_equal(prob >= 0.35, prob >= 0.5)
-    prob, mask, record = infer_files(paths, [model], tmp_path / "flip", "--tta", "flip")
+    prob, mask, record = infer_files(paths, [model], tmp_path / "flip", "--tta", "flip", "--threshold", "auto")
     assert record["Threshold"] == 0.65 and record["TestTimeAugmentation"] == "flip" and record["FlipVoxelAxis"] == 0
     assert np.array_equal(mask, prob >= 0.65)
     prob, mask, record = infer_files(paths, [model], tmp_path / "set", "--threshold", "0.42")
     assert record["Threshold"] == 0.42 and "explicitly" in record["ThresholdSource"]
     assert np.array_equal(mask, prob >= 0.42)
+    _, _, record = infer_files(paths, [model], tmp_path / "default")  # the default: 0.5, not the stored one
+    assert record["Threshold"] == 0.5
     old = save_model(tmp_path / "old.pt", net, {"requantize": "tissue", "name": "old", "channels": "flair,t1,tophat"})
-    _, _, record = infer_files(paths, [old], tmp_path / "old")
+    _, _, record = infer_files(paths, [old], tmp_path / "old", "--threshold", "auto")
     assert record["Threshold"] == 0.5 and "no calibrated" in record["ThresholdSource"]
     other = calibrated(net, tmp_path / "d.pt", {"none": 0.45, "flip": 0.65})
-    _, _, record = infer_files(paths, [model, other], tmp_path / "ens")
+    _, _, record = infer_files(paths, [model, other], tmp_path / "ens", "--threshold", "auto")
     assert record["Threshold"] == pytest.approx(0.40)  # an ensemble: the mean of its members'
 
 
@@ -323,7 +325,7 @@ def test_config_accepts_a_list_of_checkpoints_and_command_line_thresholds(tmp_pa
     second = save_model(tmp_path / "b.pt", net, {"requantize": "tissue", "name": "b"})
     config = wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"),
                                   "model": {"checkpoint": [str(first), str(second)]}})
-    assert config["model"]["checkpoint"] == [str(first), str(second)] and config["segment"]["threshold"] == "auto"
+    assert config["model"]["checkpoint"] == [str(first), str(second)] and config["segment"]["threshold"] == 0.5
     with pytest.raises(ConfigError, match=r"model.checkpoint.*missing.pt"):
         wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"),
                              "model": {"checkpoint": [str(first), str(tmp_path / "missing.pt")]}})

@@ -317,9 +317,9 @@ def add_postprocessing_arguments(parser) -> None:
     """The flags ``wmhflow infer`` and ``wmhflow segment`` share (defaults = the config schema's)."""
     parser.add_argument("--tta", default="none", choices=TTA_MODES,
                         help="test-time augmentation: none, or flip (also the left-right mirror; 2x the FCN time)")
-    parser.add_argument("--threshold", default="auto",
-                        help="probability from which a voxel is WMH; auto: the one stored with the model "
-                             "(chosen on its validation subjects), 0.5 for models without one")
+    parser.add_argument("--threshold", default=DEFAULT_THRESHOLD,
+                        help="probability from which a voxel is WMH (default 0.5); auto: the one stored with "
+                             "the model (chosen on its validation subjects), 0.5 for models without one")
     parser.add_argument("--min-lesion-mm3", type=float, default=MIN_LESION_MM3,
                         help="remove 26-connected components smaller than this volume (mm^3; 0: keep all)")
     parser.add_argument("--min-depth-mm", type=float, default=MIN_DEPTH_MM,

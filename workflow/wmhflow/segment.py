@@ -43,7 +43,7 @@ def subject_id(flair_path) -> str:
 
 def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, align_mode="auto",
                     shrink=SHRINK, iterations=ITERATIONS, control_points=4, low_pct=LOW_PCT, high_pct=HIGH_PCT,
-                    area=25, connectivity=1, device="auto", precision="auto", batch_size=8, crop_margin=16, threshold="auto",
+                    area=25, connectivity=1, device="auto", precision="auto", batch_size=8, crop_margin=16, threshold=0.5,
                     keep_intermediates=False, threads=0, tta="none", min_lesion_mm3=None, min_depth_mm=None,
                     window="auto") -> dict:
     """Run the chain for one subject; returns {artifact name: path written}.
