@@ -2,7 +2,7 @@
 
 Scanners differ in contrast (sequence timing), residual bias after N4, noise, in-plane resolution and
 slice thickness (partial volume that makes lesions fainter). The 8-bit slices a model sees already
-went through N4 and a percentile window, so the augmentation acts on those 8-bit images, per sample
+went through N4 and the 8-bit window, so the augmentation acts on those 8-bit images, per sample
 and per modality (FLAIR and T1 independently), inside the head only (0 = air stays 0):
 
 - contrast: a random gamma curve and a small window shift/scale (another sequence's contrast),

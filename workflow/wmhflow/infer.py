@@ -218,9 +218,18 @@ def load_volumes(flair, t1, tophat, channels):
     return volumes, flair_img
 
 
+def model_files(paths) -> list:
+    """One model file or several (an ensemble, as model.checkpoint may name) as a list; None: none."""
+    if paths is None:
+        return []
+    if isinstance(paths, (str, bytes, Path)) or not hasattr(paths, "__iter__"):
+        return [paths]
+    return list(paths)
+
+
 def load_models(paths):
     """(models, metas) of one or several model files; an ensemble must share its input channels."""
-    paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") else list(paths)
+    paths = model_files(paths)
     if not paths:
         raise ConfigError("model.checkpoint", "no model file given")
     models, metas = [], []
@@ -237,8 +246,7 @@ def load_models(paths):
 
 def require_models_window(paths, metas, window, volume_path) -> None:
     """Every model of an ensemble must have learnt from volumes requantized like these."""
-    paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") else list(paths)
-    for path, meta in zip(paths, metas):
+    for path, meta in zip(model_files(paths), metas):
         require_model_window(meta, path, window, volume_path)
 
 
@@ -248,8 +256,7 @@ def require_checkpoint_window(checkpoints, window: str) -> None:
     Checked once, when the run starts (the workflow's onstart), so that a model of the other window
     stops the run before hours of preprocessing rather than at every subject's segmentation.
     """
-    checkpoints = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints or [])
-    for path in checkpoints:
+    for path in model_files(checkpoints):
         trained = model_window(load_model(path)[1])
         if trained not in ("unknown", window):
             raise ConfigError("requantize.window", f"{window}, but model {path} was trained on {trained}-window "

@@ -69,7 +69,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
         raise WmhflowError("; ".join(problems))
     flair = load_nifti(flair_path, "FLAIR")
     t1 = load_nifti(t1_path, "T1") if t1_path else None
-    model_paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
+    model_paths = infer.model_files(model_path)
     models, metas = infer.load_models(model_paths)
     meta = metas[0]
     channels = meta.get("channels", "flair,t1,tophat")
