@@ -189,11 +189,22 @@ def predict_volume(model, volumes: dict, channels: str, device="auto", precision
     return prob
 
 
+_SHA256: dict[tuple, str] = {}  # (path, size, mtime): a chunk job names the same model in every sidecar
+
+
 def file_sha256(path) -> str:
     """The checksum sidecars record, so a mask names exactly the model that made it."""
     import hashlib
+    import os
 
-    digest = hashlib.sha256()
+    info = os.stat(path)
+    key = (str(path), info.st_size, info.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = _sha256(path, hashlib.sha256())
+    return _SHA256[key]
+
+
+def _sha256(path, digest) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -341,6 +352,11 @@ def add_arguments(parser) -> None:
                         help="model.pt written by 'wmhflow train'; several: an ensemble (probabilities averaged)")
     parser.add_argument("--probseg", required=True, help="output WMH probability (float32)")
     parser.add_argument("--mask", required=True, help="output WMH mask (uint8 0/1), with a JSON sidecar beside it")
+    add_inference_arguments(parser)
+
+
+def add_inference_arguments(parser) -> None:
+    """The settings flags ``wmhflow infer`` and ``wmhflow infer-batch`` share."""
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--batch-size", type=int, default=4)
@@ -358,34 +374,62 @@ def check_postprocessing_arguments(args) -> None:
     parse_threshold(args.threshold)
 
 
+def infer_subject(models, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings,
+                  named_as=None) -> dict:
+    """Segment one subject with loaded models and write its probseg, mask and their JSON sidecars.
+
+    ``settings``: device, precision, batch_size, crop_margin, tta, threshold, min_lesion_mm3,
+    min_depth_mm (the ``wmhflow infer`` flags). ``named_as``: (probseg, mask) the files will be placed
+    at when they are written elsewhere first (``wmhflow infer-batch`` stages them): the sidecars name
+    their sources as seen from there, so a placed file is byte for byte what ``wmhflow infer`` writes.
+    Returns what the log line and the settings record need.
+    """
+    s = settings
+    channels = metas[0].get("channels", "flair,t1,tophat")
+    threshold, source = resolve_threshold(s["threshold"], metas, s["tta"])
+    flip_axis = left_right_axis(flair_img.affine)
+    started = time.perf_counter()
+    prob = predict_volume(models, volumes, channels, s["device"], s["precision"], s["batch_size"],
+                          crop_margin=s["crop_margin"], tta=s["tta"], flip_axis=flip_axis)
+    seconds = time.perf_counter() - started
+    zooms = flair_img.header.get_zooms()[:3]
+    mask, report = make_mask(prob, volumes["flair"], zooms, threshold, s["min_lesion_mm3"], s["min_depth_mm"])
+    record = inference_record(model_paths, metas, s["tta"], flip_axis if s["tta"] == "flip" else None, threshold,
+                              source, s["min_lesion_mm3"], s["min_depth_mm"], report, mask, zooms, seconds)
+    made_by = dict(model_provenance(model_paths, metas, channels), CropMargin=s["crop_margin"],
+                   Precision=s["precision"])
+    final_probseg, final_mask = named_as or (probseg, mask_path)
+    save_like(prob, flair_img, probseg, np.float32, sources=inputs, named_as=final_probseg,
+              Description="WMH probability of the FCN", **made_by)
+    # the mask's source is the probseg where it will be read (final_probseg); its spatial reference is
+    # read from the probseg sidecar just written (SpatialReference=probseg), which names the FLAIR
+    save_like(mask, flair_img, mask_path, np.uint8, sources=[final_probseg], named_as=final_mask,
+              Description="WMH mask: probability >= Threshold, then post-processing", Type="Lesion",
+              **made_by, **record, **({"SpatialReference": str(probseg)} if named_as else {}))
+    log.info("threshold %.2f (%s); post-processing removed %d small and %d superficial component(s), %d voxels",
+             threshold, source, report["removed_small"], report["removed_superficial"], report["removed_voxels"])
+    return {"channels": channels, "threshold_used": threshold, "wmh_voxels": int(mask.sum()),
+            "fcn_seconds": seconds}
+
+
+def settings_of(args) -> dict:
+    """The inference settings of parsed ``wmhflow infer`` / ``infer-batch`` flags."""
+    return {key: getattr(args, key) for key in ("device", "precision", "batch_size", "crop_margin", "tta",
+                                                 "threshold", "min_lesion_mm3", "min_depth_mm")}
+
+
 def main(args) -> int:
     check_postprocessing_arguments(args)
     set_threads(args.threads)
     models, metas = load_models(args.model)
     channels = metas[0].get("channels", "flair,t1,tophat")
-    threshold, source = resolve_threshold(args.threshold, metas, args.tta)
+    resolve_threshold(args.threshold, metas, args.tta)  # a bad threshold stops before any volume is read
     volumes, flair_img = load_volumes(args.flair, args.t1, args.tophat, channels)
     require_models_window(args.model, metas, inputs_window([args.flair, args.t1]), args.flair)
-    flip_axis = left_right_axis(flair_img.affine)
-    started = time.perf_counter()
-    prob = predict_volume(models, volumes, channels, args.device, args.precision, args.batch_size,
-                          crop_margin=args.crop_margin, tta=args.tta, flip_axis=flip_axis)
-    seconds = time.perf_counter() - started
-    zooms = flair_img.header.get_zooms()[:3]
-    mask, report = make_mask(prob, volumes["flair"], zooms, threshold, args.min_lesion_mm3, args.min_depth_mm)
-    record = inference_record(args.model, metas, args.tta, flip_axis if args.tta == "flip" else None, threshold,
-                              source, args.min_lesion_mm3, args.min_depth_mm, report, mask, zooms, seconds)
     inputs = [p for p in (args.flair, args.t1, args.tophat) if p]
-    made_by = dict(model_provenance(args.model, metas, channels), CropMargin=args.crop_margin,
-                   Precision=args.precision)
-    save_like(prob, flair_img, args.probseg, np.float32, sources=inputs,
-              Description="WMH probability of the FCN", **made_by)
-    save_like(mask, flair_img, args.mask, np.uint8, sources=[args.probseg],
-              Description="WMH mask: probability >= Threshold, then post-processing", Type="Lesion",
-              **made_by, **record)
-    log.info("threshold %.2f (%s); post-processing removed %d small and %d superficial component(s), %d voxels",
-             threshold, source, report["removed_small"], report["removed_superficial"], report["removed_voxels"])
+    done = infer_subject(models, metas, args.model, volumes, flair_img, inputs, args.probseg, args.mask,
+                         settings_of(args))
     settings = dict(vars(args), channels=channels, model_names=[m.get("name") for m in metas],
-                    threshold_used=threshold, wmh_voxels=int(mask.sum()))
+                    threshold_used=done["threshold_used"], wmh_voxels=done["wmh_voxels"])
     log.info("settings: %s", json.dumps(settings))
     return 0

@@ -189,11 +189,14 @@ def _umask() -> int:
     return mask
 
 
-def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None, sources=None, **parameters) -> Path:
+def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None, sources=None, named_as=None,
+              **parameters) -> Path:
     """Write ``data`` atomically on the grid of ``like``: same shape, affine and header.
 
     With ``sources`` (the input files), the image's BIDS JSON sidecar is written first (its
     ``Sources`` as BIDS URIs and the keyword ``parameters``), so an image never exists without it.
+    ``named_as``: the path the image will be moved to, when ``path`` is a staging place (the URIs are
+    those seen from there).
 
     qform and sform are both set to ``like``'s affine with ``like``'s codes (one code standing in
     for a missing other), so no reader can place the output differently from the image it came from.
@@ -218,7 +221,7 @@ def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None, sources
     if sources is not None:
         from .paths import write_sidecar
 
-        write_sidecar(path, sources, **parameters)
+        write_sidecar(path, sources, named_as=named_as, **parameters)
     with atomic_output(path) as tmp:
         nib.save(out, str(tmp))
     return path

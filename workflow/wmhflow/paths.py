@@ -121,20 +121,22 @@ def spatial_reference(source, image_path) -> str:
     return bids_uri(source, image_path)
 
 
-def write_sidecar(image_path, sources, **parameters) -> Path:
+def write_sidecar(image_path, sources, named_as=None, **parameters) -> Path:
     """Write the image's JSON sidecar atomically: ``Sources`` (BIDS URIs), ``SpatialReference`` (the
     FLAIR; BIDS requires it with a non-standard ``space-``), ``SkullStripped`` and the parameters used.
 
     ``SpatialReference`` defaults to that of the first source (see :func:`spatial_reference`); pass a
-    path to name it explicitly.
+    path to name it explicitly. ``named_as``: where the image will be placed when ``image_path`` is a
+    staging place (``wmhflow infer-batch``): URIs are written as seen from there.
     """
     from .io import atomic_output
 
     path = sidecar_path(image_path)
     sources = [s for s in sources if s]
     reference = parameters.pop("SpatialReference", None) or sources[0]
-    content = {"Sources": [bids_uri(s, image_path) for s in sources],
-               "SpatialReference": spatial_reference(reference, image_path),
+    seen_from = named_as or image_path
+    content = {"Sources": [bids_uri(s, seen_from) for s in sources],
+               "SpatialReference": spatial_reference(reference, seen_from),
                # wmhflow never removes the skull; requantization zeroes what is outside the *head*
                "SkullStripped": False, **parameters}
     with atomic_output(path) as tmp:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +35,7 @@ BIDS_VERSION = "1.10.0"
 #: per-subject metrics, lesion tables and QC pictures stay beside the masks they describe (users
 #: look for them there) but have no BIDS suffix, so they are listed too. Folders are written without
 #: a trailing slash: bids-validator 3.0.2 does not match "group/" against the folder group/.
-NOT_BIDS = ("/group", "/models", "/logs", "/benchmarks", "/checks", "/report.html", "/report",
+NOT_BIDS = ("/group", "/models", "/logs", "/benchmarks", "/checks", "/chunks", "/report.html", "/report",
             "*_metrics.tsv", "*_lesions.tsv", "*_qc.png")
 #: the 8-bit inputs of the FCN, by the name train/infer give them.
 FCN_INPUTS = {"flair": ("FLAIR", "quant"), "t1": ("T1w", "quant"), "tophat": ("FLAIR", "tophat")}
@@ -191,6 +192,61 @@ class Plan:
 
     def probseg(self, subject="{subject}") -> str:
         return self.out(subject, "probseg", label="WMH", desc=self.model)
+
+    # ------------------------------------------------------------------------------ chunked segmentation
+    # segment.subjects_per_job > 1: one GPU job (rule segment_chunk, `wmhflow infer-batch`) segments a chunk
+    # of subjects into a staging folder and writes the chunk's status table; a local per-subject rule
+    # (`wmhflow place-segmentation`) then puts each subject's files at probseg()/mask() (docs/cluster.md).
+    @property
+    def subjects_per_job(self) -> int:
+        return int(self.config.get("segment", {}).get("subjects_per_job", 1))
+
+    @cached_property
+    def segment_chunks(self) -> dict[str, list[str]]:
+        """chunk-0000 -> its subjects: the segmented subjects in table order, subjects_per_job at a time.
+        By position, so subjects added at the end of the table change only the last chunk(s)."""
+        subjects, size = self.subjects_in("test", "predict"), max(1, self.subjects_per_job)
+        return {f"chunk-{i // size:04d}": subjects[i:i + size] for i in range(0, len(subjects), size)}
+
+    @cached_property
+    def segment_chunk_of(self) -> dict[str, str]:
+        return {s: chunk for chunk, members in self.segment_chunks.items() for s in members}
+
+    def chunk_dir(self) -> str:
+        return f"{self.results}/chunks/segment_{self.model}"
+
+    def chunk_status(self, chunk="{chunk}") -> str:
+        """A chunk job's declared output: one row per subject (done | cached | failed, and why)."""
+        return f"{self.chunk_dir()}/{chunk}.tsv"
+
+    def chunk_staging(self) -> str:
+        """Where chunk jobs write each subject's files before they are placed (not a declared output, so
+        a failed or killed chunk job keeps the subjects it finished)."""
+        return f"{self.chunk_dir()}/staged"
+
+    def segment_input(self, kind: str, subject="{subject}") -> list[str]:
+        """The 8-bit volume(s) of one FCN input of the segment rule (t1: none for FLAIR-only channels)."""
+        if kind == "tophat":
+            return [self.out(subject, "FLAIR", desc="tophat")]
+        if kind == "flair":
+            return [self.out(subject, "FLAIR", desc="quant")]
+        return self.fcn_input(kind, subject)
+
+    def chunk_files(self, kind):
+        """Input or params function of rule segment_chunk: per subject of the chunk, in order, its ``kind``
+        (flair, t1, tophat: the 8-bit inputs; probseg, mask: where its files are placed; subject: keys)."""
+        def files(wildcards):
+            members = self.segment_chunks[wildcards.chunk]
+            if kind == "subject":
+                return list(members)
+            if kind in ("probseg", "mask"):
+                return [getattr(self, kind)(s) for s in members]
+            return [path for s in members for path in self.segment_input(kind, s)]
+        return files
+
+    def chunk_status_of(self, wildcards) -> str:
+        """Input function of the per-subject placing rule: the status table of the subject's chunk."""
+        return self.chunk_status(self.segment_chunk_of[wildcards.subject])
 
     # ------------------------------------------------------------------------------ targets
     def preprocess_targets(self) -> list[str]:

@@ -1,0 +1,158 @@
+"""``wmhflow infer-batch``: one job segments a chunk of subjects (``segment.subjects_per_job``).
+
+On a GPU one subject's FCN pass takes milliseconds to seconds, while a job pays a Python start, the
+torch import, CUDA initialisation and the model load (seconds). A chunk job pays them once: it loads
+the model(s) once, reads the next subject's 8-bit volumes on a background thread while the current
+one is segmented, and writes each subject's files (exactly those of ``wmhflow infer``) as soon as they
+are ready, into the staging folder of :mod:`wmhflow.staging`. A subject that fails (an unreadable input,
+another grid) is recorded in the chunk's status table with its one-line reason and the chunk goes on;
+a subject whose staged files are up to date is skipped ("cached").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import staging
+from .errors import ConfigError, InputError, WmhflowError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject of a chunk: its key, 8-bit inputs and final output paths."""
+
+    key: str
+    flair: str
+    t1: str
+    tophat: str
+    probseg: str
+    mask: str
+
+    @property
+    def inputs(self) -> list[str]:
+        return [p for p in (self.flair, self.t1, self.tophat) if p]
+
+
+def subjects_of(keys, flair, t1, tophat, probseg, mask) -> list[Subject]:
+    """Zip the per-subject lists of the command line; t1 (and tophat) may be empty lists (FLAIR-only)."""
+    n = len(keys)
+    columns = {"--flair": flair, "--t1": t1 or [""] * n, "--tophat": tophat or [""] * n,
+               "--probseg": probseg, "--mask": mask}
+    for flag, values in columns.items():
+        if len(values) != n:
+            raise ConfigError(f"infer-batch {flag}", f"{len(values)} value(s) for {n} subject(s): give one per subject, "
+                                                     f"in the order of --subjects")
+    return [Subject(*row) for row in zip(keys, *columns.values())]
+
+
+def _read(subject: Subject, model_paths, metas, channels):
+    """The background thread's part: a subject's volumes, checked (grid, dtype, the models' window)."""
+    from .infer import load_volumes, require_models_window
+    from .preprocess.quantize import inputs_window
+
+    volumes, flair_img = load_volumes(subject.flair, subject.t1, subject.tophat, channels)
+    require_models_window(model_paths, metas, inputs_window([subject.flair, subject.t1]), subject.flair)
+    return volumes, flair_img
+
+
+def run_chunk(subjects: list[Subject], model_paths, settings: dict, staging_dir, status_path) -> list[dict]:
+    """Segment every subject of a chunk; write its status table; return its rows.
+
+    Only a problem of the whole chunk (a model file that cannot be read) raises; a subject's own error
+    becomes a 'failed' row and the next subject runs.
+    """
+    rows, todo, stamps = [], [], {}
+    for s in subjects:
+        stamps[s.key] = staging.fingerprint(s.inputs, model_paths, settings, (s.probseg, s.mask))
+        if staging.is_cached(staging_dir, s.key, s.probseg, s.mask, stamps[s.key]):
+            rows.append({"subject": s.key, "status": "cached", "error": "", "seconds": 0.0})
+        else:
+            todo.append(s)
+    log.info("%d subject(s) to segment, %d already staged and up to date", len(todo), len(subjects) - len(todo))
+    if todo:
+        rows += _segment_all(todo, model_paths, settings, staging_dir, stamps)
+    order = {s.key: i for i, s in enumerate(subjects)}
+    rows.sort(key=lambda r: order[r["subject"]])
+    staging.write_status(status_path, rows)
+    failed = [r for r in rows if r["status"] == "failed"]
+    log.info("chunk done: %d segmented, %d cached, %d failed%s", sum(r["status"] == "done" for r in rows),
+             sum(r["status"] == "cached" for r in rows), len(failed),
+             "".join(f"\n  {r['subject']}: {r['error']}" for r in failed))
+    return rows
+
+
+def _segment_all(todo, model_paths, settings, staging_dir, stamps) -> list[dict]:
+    from .infer import infer_subject, load_models
+
+    started = time.perf_counter()
+    models, metas = load_models(model_paths)  # once per chunk: the whole point
+    channels = metas[0].get("channels", "flair,t1,tophat")
+    log.info("model(s) loaded in %.1f s", time.perf_counter() - started)
+    rows = []
+    # One reader thread: the next subject's decompression and checks (nibabel/zlib release the GIL)
+    # overlap the current subject's FCN pass and writing.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-next") as reader:
+        pending = reader.submit(_read, todo[0], model_paths, metas, channels)
+        for i, subject in enumerate(todo):
+            current = pending
+            if i + 1 < len(todo):
+                pending = reader.submit(_read, todo[i + 1], model_paths, metas, channels)
+            t0 = time.perf_counter()
+            try:
+                volumes, flair_img = current.result()
+                staging.forget(staging_dir, subject.key)
+                infer_subject(models, metas, model_paths, volumes, flair_img, subject.inputs,
+                              staging.staged_path(staging_dir, subject.key, subject.probseg),
+                              staging.staged_path(staging_dir, subject.key, subject.mask), settings,
+                              named_as=(subject.probseg, subject.mask))
+                staging.stamp(staging_dir, subject.key, stamps[subject.key])
+                row = {"status": "done", "error": ""}
+            except WmhflowError as exc:
+                row = {"status": "failed", "error": str(exc)}
+            except (OSError, ValueError, RuntimeError) as exc:  # unexpected, but only this subject's
+                log.exception("%s failed", subject.key)
+                row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            seconds = time.perf_counter() - t0
+            rows.append(dict(row, subject=subject.key, seconds=round(seconds, 2)))
+            log.info("%s: %s in %.1f s%s", subject.key, row["status"], seconds,
+                     f" ({row['error']})" if row["error"] else "")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser) -> None:
+    from .infer import add_inference_arguments
+
+    parser.add_argument("--subjects", required=True, nargs="+", help="the subjects' keys (sub-01/anat/sub-01 ...)")
+    parser.add_argument("--flair", required=True, nargs="+", help="8-bit FLAIR of each subject, in order")
+    parser.add_argument("--t1", nargs="*", default=[], help="8-bit T1 of each subject (none: FLAIR-only channels)")
+    parser.add_argument("--tophat", nargs="*", default=[], help="top-hat of each subject")
+    parser.add_argument("--probseg", required=True, nargs="+", help="where each subject's probability is placed")
+    parser.add_argument("--mask", required=True, nargs="+", help="where each subject's mask is placed")
+    parser.add_argument("--model", required=True, nargs="+", help="model.pt; several: an ensemble")
+    parser.add_argument("--staging", required=True, help="folder the subjects' files are written to first")
+    parser.add_argument("--status", required=True, help="output: the chunk's status table (TSV)")
+    add_inference_arguments(parser)
+
+
+def main(args) -> int:
+    from .device import set_threads
+    from .infer import check_postprocessing_arguments, settings_of
+
+    check_postprocessing_arguments(args)
+    set_threads(args.threads)
+    subjects = subjects_of(args.subjects, args.flair, args.t1, args.tophat, args.probseg, args.mask)
+    for path in args.model:
+        if not os.path.isfile(path):
+            raise InputError(path, "model file does not exist")
+    settings = settings_of(args)
+    rows = run_chunk(subjects, args.model, settings, args.staging, args.status)
+    log.info("settings: %s", json.dumps(dict(settings, model=args.model, subjects=len(rows))))
+    return 0
