@@ -132,7 +132,7 @@ def place(status_table, subject, staging, probseg, mask) -> None:
     rows = [r for r in read_status(status_table) if r["subject"] == str(subject)]
     if not rows:
         raise SubjectNotSegmented(f"{label}: not in its chunk's status table {status_table}; run again "
-                                  f"(snakemake --forcerun segment_chunk if it persists)")
+                                  f"(if it persists: snakemake --forcerun {status_table})")
     row = rows[-1]
     if row["status"] == "failed":
         raise SubjectNotSegmented(f"{label}: segmentation failed ({status_table}): {row['error']}")
@@ -140,7 +140,7 @@ def place(status_table, subject, staging, probseg, mask) -> None:
     absent = [str(p) for p in files if not p.is_file()]
     if absent:
         raise SubjectNotSegmented(f"{label}: staged file {absent[0]} is missing although {status_table} says "
-                                  f"{row['status']}; run again with --forcerun segment_chunk")
+                                  f"{row['status']}; run again with --forcerun {status_table}")
     for staged, final in files.items():
         _place(staged, final)
     log.info("%s: placed %d files from %s", label, len(files), staged_dir(staging, subject))
