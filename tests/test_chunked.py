@@ -205,7 +205,7 @@ def test_a_failing_subject_leaves_the_others_and_a_rerun_redoes_only_it(chunked_
     status = pd.read_csv(root / "out/group/status.tsv", sep="\t", dtype=str)
     assert list(status.loc[status["status"] == "failed", "subject"]) == [label.removeprefix("sub-")]
 
-    bad.unlink()  # fixed: the top-hat is made again
+    bad.write_bytes(good)  # fixed (newer than the chunk's table, as a replaced input is)
     run = snakemake(root, *targets, "--configfile", config)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["subject"]: r["status"] for r in read_status(root / "out/chunks/segment_chunked/chunk-0000.tsv")}
@@ -214,3 +214,12 @@ def test_a_failing_subject_leaves_the_others_and_a_rerun_redoes_only_it(chunked_
     single = {m.name.split("_")[0]: m for m in _masks(root, "single")}
     fixed = next(m for m in _masks(root, "chunked") if m.name.startswith(label + "_"))
     assert np.array_equal(np.asarray(nib.load(str(fixed)).dataobj), np.asarray(nib.load(str(single[label])).dataobj))
+
+
+@pytest.mark.parametrize("verb", ["infer-batch", "place-segmentation"])
+def test_the_chunk_verbs_import_no_heavy_library_before_they_run(verb):
+    """place-segmentation runs once per subject: no torch, no pandas (status table through csv)."""
+    from test_job_overhead import _heavy_after
+    from wmhflow.cli import VERBS
+
+    assert _heavy_after(f"import {VERBS[verb][0]}") == []
