@@ -14,7 +14,15 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/check.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
-include: "workflow/rules/segment.smk"
+# segment.subjects_per_job: one segment job per subject, or one per chunk of subjects (docs/cluster.md §7)
+if PLAN.subjects_per_job == 1:
+
+    include: "workflow/rules/segment.smk"
+
+else:
+
+    include: "workflow/rules/segment_chunked.smk"
+
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -55,6 +55,19 @@ def test_chunks_cover_every_subject_once_and_stay_put_when_subjects_are_added(tm
     assert plan.chunk_status("chunk-0001").endswith("chunks/segment_fcn2d/chunk-0001.tsv")
 
 
+def test_subjects_per_job_defaults_to_one_job_per_subject_and_is_checked():
+    import yaml
+
+    from wmhflow.config import validate
+
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
+    validate(config)
+    assert config["segment"]["subjects_per_job"] == 1
+    config["segment"]["subjects_per_job"] = 65
+    with pytest.raises(ConfigError, match=r"segment.subjects_per_job.*maximum of 64"):
+        validate(config)
+
+
 def test_chunk_lists_must_have_one_entry_per_subject():
     with pytest.raises(ConfigError, match="--mask.*2 value"):
         subjects_of(["a", "b", "c"], ["f1", "f2", "f3"], [], ["p1", "p2", "p3"], ["q1", "q2", "q3"], ["m1", "m2"])

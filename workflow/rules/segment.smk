@@ -1,111 +1,41 @@
 # FCN inference per subject (a GPU rule): probability map and mask on the FLAIR's grid, and the mask's
 # JSON sidecar (threshold used, flips, models of an ensemble, post-processing).
 
-# segment.subjects_per_job > 1 (chunked, docs/cluster.md): rule segment_chunk, one GPU job per chunk of
-# subjects, writes the chunk's status table and stages each subject's files; rule segment, local and
-# per subject, places them (or fails naming the subject and why, so --keep-going finishes the others).
 
-
-if PLAN.subjects_per_job == 1:
-
-    rule segment:
-        input:
-            flair=out("{subject}", "FLAIR", desc="quant"),
-            t1=PLAN.fcn_input("t1"),
-            tophat=out("{subject}", "FLAIR", desc="tophat"),
-            model=PLAN.model_file(),
-        output:
-            probseg=PLAN.probseg(),
-            mask=PLAN.mask(),
-            sidecar=PLAN.mask_sidecar(),
-        params:
-            device=config["segment"]["device"],
-            precision=config["segment"]["precision"],
-            batch_size=config["segment"]["batch_size"],
-            crop_margin=config["segment"]["crop_margin"],
-            threshold=PLAN.segment_params()["threshold"],
-            tta=PLAN.segment_params()["tta"],
-            min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
-            min_depth_mm=PLAN.segment_params()["min_depth_mm"],
-        threads: config["segment"]["threads"]
-        resources:
-            gpu=1,
-            mem_mb=config["segment"]["mem_mb"],
-            runtime=config["segment"]["runtime"],
-        conda:
-            "../../envs/torch.yaml"
-        log:
-            log(f"segment_{MODEL}"),
-        benchmark:
-            bench(f"segment_{MODEL}")
-        shell:
-            "wmhflow infer --flair {input.flair:q} --t1 {input.t1:q} --tophat {input.tophat:q} "
-            "--model {input.model:q} --probseg {output.probseg:q} --mask {output.mask:q} "
-            "--device {params.device:q} --precision {params.precision:q} --batch-size {params.batch_size:q} "
-            "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --tta {params.tta:q} "
-            "--min-lesion-mm3 {params.min_lesion_mm3:q} --min-depth-mm {params.min_depth_mm:q} "
-            "--threads {threads} > {log:q} 2>&1"
-
-else:
-
-    rule segment_chunk:
-        input:
-            flair=PLAN.chunk_files("flair"),
-            t1=PLAN.chunk_files("t1"),
-            tophat=PLAN.chunk_files("tophat"),
-            model=PLAN.model_file(),
-        output:
-            status=PLAN.chunk_status(),
-        params:
-            subjects=PLAN.chunk_files("subject"),
-            probseg=PLAN.chunk_files("probseg"),
-            mask=PLAN.chunk_files("mask"),
-            staging=PLAN.chunk_staging(),
-            device=config["segment"]["device"],
-            precision=config["segment"]["precision"],
-            batch_size=config["segment"]["batch_size"],
-            crop_margin=config["segment"]["crop_margin"],
-            threshold=PLAN.segment_params()["threshold"],
-            tta=PLAN.segment_params()["tta"],
-            min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
-            min_depth_mm=PLAN.segment_params()["min_depth_mm"],
-        wildcard_constraints:
-            chunk="chunk-[0-9]+",
-        threads: config["segment"]["threads"]
-        resources:
-            gpu=1,
-            mem_mb=config["segment"]["mem_mb"],
-            runtime=lambda wildcards: config["segment"]["runtime"] * len(PLAN.segment_chunks[wildcards.chunk]),
-        conda:
-            "../../envs/torch.yaml"
-        log:
-            log(f"segment_chunk_{MODEL}", "{chunk}"),
-        benchmark:
-            bench(f"segment_chunk_{MODEL}", "{chunk}")
-        shell:
-            "wmhflow infer-batch --subjects {params.subjects:q} --flair {input.flair:q} --t1 {input.t1:q} "
-            "--tophat {input.tophat:q} --probseg {params.probseg:q} --mask {params.mask:q} "
-            "--model {input.model:q} --staging {params.staging:q} --status {output.status:q} "
-            "--device {params.device:q} --precision {params.precision:q} --batch-size {params.batch_size:q} "
-            "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --tta {params.tta:q} "
-            "--min-lesion-mm3 {params.min_lesion_mm3:q} --min-depth-mm {params.min_depth_mm:q} "
-            "--threads {threads} > {log:q} 2>&1"
-
-    # Only the chunk's table as input: a chunk job run again (a fixed subject, a changed setting or model)
-    # places its subjects again (hard links of the cached files: no segmentation), and their evaluation
-    # runs again. (Not ancient(): Snakemake 9 then skips jobs downstream of a job that has to run.)
-    rule segment:
-        input:
-            status=PLAN.chunk_status_of,
-        output:
-            probseg=PLAN.probseg(),
-            mask=PLAN.mask(),
-            sidecar=PLAN.mask_sidecar(),
-        params:
-            staging=PLAN.chunk_staging(),
-        localrule: True
-        log:
-            log(f"segment_{MODEL}"),
-        shell:
-            "wmhflow place-segmentation --status {input.status:q} --subject {wildcards.subject:q} "
-            "--staging {params.staging:q} --probseg {output.probseg:q} --mask {output.mask:q} > {log:q} 2>&1"
+rule segment:
+    input:
+        flair=out("{subject}", "FLAIR", desc="quant"),
+        t1=PLAN.fcn_input("t1"),
+        tophat=out("{subject}", "FLAIR", desc="tophat"),
+        model=PLAN.model_file(),
+    output:
+        probseg=PLAN.probseg(),
+        mask=PLAN.mask(),
+        sidecar=PLAN.mask_sidecar(),
+    params:
+        device=config["segment"]["device"],
+        precision=config["segment"]["precision"],
+        batch_size=config["segment"]["batch_size"],
+        crop_margin=config["segment"]["crop_margin"],
+        threshold=PLAN.segment_params()["threshold"],
+        tta=PLAN.segment_params()["tta"],
+        min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
+        min_depth_mm=PLAN.segment_params()["min_depth_mm"],
+    threads: config["segment"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["segment"]["mem_mb"],
+        runtime=config["segment"]["runtime"],
+    conda:
+        "../../envs/torch.yaml"
+    log:
+        log(f"segment_{MODEL}"),
+    benchmark:
+        bench(f"segment_{MODEL}")
+    shell:
+        "wmhflow infer --flair {input.flair:q} --t1 {input.t1:q} --tophat {input.tophat:q} "
+        "--model {input.model:q} --probseg {output.probseg:q} --mask {output.mask:q} "
+        "--device {params.device:q} --precision {params.precision:q} --batch-size {params.batch_size:q} "
+        "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --tta {params.tta:q} "
+        "--min-lesion-mm3 {params.min_lesion_mm3:q} --min-depth-mm {params.min_depth_mm:q} "
+        "--threads {threads} > {log:q} 2>&1"

@@ -89,16 +89,19 @@ def run_chunk(subjects: list[Subject], model_paths, settings: dict, staging_dir,
 
 
 def _segment_all(todo, model_paths, settings, staging_dir, stamps) -> list[dict]:
-    from .infer import infer_subject, load_models
+    from .infer import load_models, predict_subject
 
     started = time.perf_counter()
     models, metas = load_models(model_paths)  # once per chunk: the whole point
     channels = metas[0].get("channels", "flair,t1,tophat")
     log.info("model(s) loaded in %.1f s", time.perf_counter() - started)
-    rows = []
-    # One reader thread: the next subject's decompression and checks (nibabel/zlib release the GIL)
-    # overlap the current subject's FCN pass and writing.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-next") as reader:
+    rows, writing = [], None
+    # Three stages side by side, one subject each: a reader thread decompresses and checks the next
+    # subject, this thread runs the FCN (the GPU's part), a writer thread post-processes and writes the
+    # previous one (zlib and most of numpy release the GIL). At most one subject waits to be written,
+    # so memory stays that of three subjects.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-next") as reader, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-previous") as writer:
         pending = reader.submit(_read, todo[0], model_paths, metas, channels)
         for i, subject in enumerate(todo):
             current = pending
@@ -108,22 +111,51 @@ def _segment_all(todo, model_paths, settings, staging_dir, stamps) -> list[dict]
             try:
                 volumes, flair_img = current.result()
                 staging.forget(staging_dir, subject.key)
-                infer_subject(models, metas, model_paths, volumes, flair_img, subject.inputs,
-                              staging.staged_path(staging_dir, subject.key, subject.probseg),
-                              staging.staged_path(staging_dir, subject.key, subject.mask), settings,
-                              named_as=(subject.probseg, subject.mask))
-                staging.stamp(staging_dir, subject.key, stamps[subject.key])
-                row = {"status": "done", "error": ""}
-            except WmhflowError as exc:
-                row = {"status": "failed", "error": str(exc)}
-            except (OSError, ValueError, RuntimeError) as exc:  # unexpected, but only this subject's
-                log.exception("%s failed", subject.key)
-                row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            seconds = time.perf_counter() - t0
-            rows.append(dict(row, subject=subject.key, seconds=round(seconds, 2)))
-            log.info("%s: %s in %.1f s%s", subject.key, row["status"], seconds,
-                     f" ({row['error']})" if row["error"] else "")
+                predicted = predict_subject(models, metas, volumes, flair_img, settings)
+            except Exception as exc:  # noqa: BLE001 (one subject's failure; _failed says which kinds)
+                rows.append(_row(subject, t0, _failed(subject, exc)))
+                continue
+            if writing is not None:
+                rows.append(_row(*writing[:2], writing[2].result()))
+            writing = (subject, t0, writer.submit(_write, subject, predicted, volumes, flair_img, metas, model_paths,
+                                                  settings, staging_dir, stamps[subject.key]))
+        if writing is not None:
+            rows.append(_row(*writing[:2], writing[2].result()))
     return rows
+
+
+def _write(subject, predicted, volumes, flair_img, metas, model_paths, settings, staging_dir, stamp) -> dict:
+    """The writer thread's part: post-processing, the staged files, then the fingerprint (last)."""
+    from .infer import write_subject
+
+    try:
+        write_subject(predicted, metas, model_paths, volumes, flair_img, subject.inputs,
+                      staging.staged_path(staging_dir, subject.key, subject.probseg),
+                      staging.staged_path(staging_dir, subject.key, subject.mask), settings,
+                      named_as=(subject.probseg, subject.mask))
+        staging.stamp(staging_dir, subject.key, stamp)
+    except Exception as exc:  # noqa: BLE001
+        return dict(_failed(subject, exc), finished=time.perf_counter())
+    return {"status": "done", "error": "", "finished": time.perf_counter()}
+
+
+def _failed(subject, exc) -> dict:
+    """A subject's own failure as a status row; anything else (a bug, an interrupt) stops the chunk."""
+    if isinstance(exc, WmhflowError):
+        return {"status": "failed", "error": str(exc)}
+    if isinstance(exc, (OSError, ValueError, RuntimeError)):  # unexpected, but only this subject's (CUDA OOM too)
+        log.error("%s failed", subject.key, exc_info=exc)
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    raise exc
+
+
+def _row(subject, t0, outcome) -> dict:
+    """A status row: the subject's seconds from its FCN pass to its last file written."""
+    outcome = dict(outcome)
+    seconds = outcome.pop("finished", time.perf_counter()) - t0
+    log.info("%s: %s in %.1f s%s", subject.key, outcome["status"], seconds,
+             f" ({outcome['error']})" if outcome["error"] else "")
+    return dict(outcome, subject=subject.key, seconds=round(seconds, 2))
 
 
 # ------------------------------------------------------------------------------------------- CLI

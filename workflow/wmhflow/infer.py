@@ -384,14 +384,29 @@ def infer_subject(models, metas, model_paths, volumes, flair_img, inputs, probse
     their sources as seen from there, so a placed file is byte for byte what ``wmhflow infer`` writes.
     Returns what the log line and the settings record need.
     """
+    predicted = predict_subject(models, metas, volumes, flair_img, settings)
+    return write_subject(predicted, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings,
+                         named_as)
+
+
+def predict_subject(models, metas, volumes, flair_img, settings) -> dict:
+    """The FCN part of :func:`infer_subject` (a GPU's part: ``infer-batch`` overlaps it with the writing
+    of the previous subject): the probability map, the pass's seconds and its flip axis."""
     s = settings
     channels = metas[0].get("channels", "flair,t1,tophat")
-    threshold, source = resolve_threshold(s["threshold"], metas, s["tta"])
     flip_axis = left_right_axis(flair_img.affine)
     started = time.perf_counter()
     prob = predict_volume(models, volumes, channels, s["device"], s["precision"], s["batch_size"],
                           crop_margin=s["crop_margin"], tta=s["tta"], flip_axis=flip_axis)
-    seconds = time.perf_counter() - started
+    return {"prob": prob, "seconds": time.perf_counter() - started, "flip_axis": flip_axis}
+
+
+def write_subject(predicted, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings,
+                  named_as=None) -> dict:
+    """The CPU part of :func:`infer_subject` after the FCN: threshold, post-processing, the four files."""
+    s, prob, seconds, flip_axis = settings, predicted["prob"], predicted["seconds"], predicted["flip_axis"]
+    channels = metas[0].get("channels", "flair,t1,tophat")
+    threshold, source = resolve_threshold(s["threshold"], metas, s["tta"])
     zooms = flair_img.header.get_zooms()[:3]
     mask, report = make_mask(prob, volumes["flair"], zooms, threshold, s["min_lesion_mm3"], s["min_depth_mm"])
     record = inference_record(model_paths, metas, s["tta"], flip_axis if s["tta"] == "flip" else None, threshold,
