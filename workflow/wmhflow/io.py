@@ -17,17 +17,15 @@ Header policy (one for every verb):
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from .atomic import atomic_output  # noqa: F401 (every verb's atomic writes; here for its old callers)
 from .errors import InputError
 
 #: Grids whose affines differ by less than this (mm, and unitless for the direction part) match.
@@ -152,41 +150,6 @@ def require_same_grid(img, path, like, like_path, role: str, like_role: str = "F
         worst = float(np.max(np.abs(img.affine - like.affine)))
         raise InputError(path, f"{role} voxel-to-world affine differs from the {like_role}'s "
                                f"({like_path}) by up to {worst:.4g}")
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    The temporary name keeps the final suffixes (``.nii.gz``, ``.png``) so writers that infer the
-    format from the name work; on any exception the temporary file is removed and nothing appears.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    # mkstemp creates the file 0600; the output must get what the user's umask gives any new file
-    # (e.g. 0644 under umask 022), or nobody else in the lab can read the results.
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    """The process's umask: from /proc on Linux (read-only, thread-safe), else set and restore it."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None, sources=None, named_as=None,

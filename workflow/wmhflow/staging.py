@@ -81,7 +81,7 @@ def forget(staging, subject) -> None:
 
 
 def stamp(staging, subject, current: dict) -> None:
-    from .io import atomic_output
+    from .atomic import atomic_output
 
     with atomic_output(staged_dir(staging, subject) / FINGERPRINT) as tmp:
         tmp.write_text(json.dumps(current, indent=1) + "\n")
@@ -89,7 +89,7 @@ def stamp(staging, subject, current: dict) -> None:
 
 def write_status(path, rows: list[dict]) -> None:
     """The chunk's status table (the csv module, not pandas: the placing jobs start fast)."""
-    from .io import atomic_output
+    from .atomic import atomic_output
 
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, STATUS_COLUMNS, delimiter="\t", lineterminator="\n")
@@ -114,7 +114,7 @@ def read_status(path) -> list[dict]:
 def _place(staged: Path, final: Path) -> None:
     """Put a staged file at ``final`` atomically: a hard link (no copy, and the staged file stays the
     cache), or a copy where the file system has no hard links or staging is on another one."""
-    from .io import atomic_output
+    from .atomic import atomic_output
 
     with atomic_output(final) as tmp:
         os.unlink(tmp)
@@ -126,9 +126,7 @@ def _place(staged: Path, final: Path) -> None:
 
 def place(status_table, subject, staging, probseg, mask) -> None:
     """Put one subject's staged segmentation at its final paths, or raise naming the subject and why."""
-    from .plan import Plan
-
-    label = Plan.label(subject)
+    label = str(subject).rsplit("/", 1)[-1]  # sub-01_ses-2, as Plan.label (not imported: it needs pandas)
     rows = [r for r in read_status(status_table) if r["subject"] == str(subject)]
     if not rows:
         raise SubjectNotSegmented(f"{label}: not in its chunk's status table {status_table}; run again "
