@@ -50,7 +50,8 @@ rule segment_chunk:
 
 # Only the chunk's table as input: a chunk job run again (a fixed subject, a changed setting or model)
 # places its subjects again (hard links of the cached files: no segmentation), and their evaluation
-# runs again. (Not ancient(): Snakemake 9 then skips jobs downstream of a job that has to run.)
+# runs again. (Not ancient(): when the chunk job has to run, Snakemake 9.27 does not look at the
+# downstream jobs' own reasons, so a subject whose setting changed would keep its old files.)
 rule segment:
     input:
         status=PLAN.chunk_status_of,
