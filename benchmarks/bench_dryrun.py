@@ -3,7 +3,7 @@
 Writes benchmarks/results/dryrun.csv (or --out). With ``--old <checkout>`` (e.g. a ``git worktree`` of an
 earlier commit) every cohort is planned by both versions, alternating old/new ``--repeats`` times on
 the same files, and the CSV gets their ratio: the side-by-side measurement issue 13 asks for. With
-``--profile <json>`` this checkout's planning of the first cohort size also runs once under cProfile
+``--profile <json>`` the planning of the first cohort size also runs once under cProfile (each version)
 and the JSON gets the top entries, grouped into Snakemake's phases and wmhflow's own code. The cohort is a WMH-challenge tree or a BIDS dataset (two
 sessions per subject) of tiny but real NIfTI files: planning reads only file names, so voxel content
 does not matter here. For a BIDS cohort it also times BIDS discovery alone with wmhflow's glob
@@ -134,7 +134,7 @@ PHASES = (("SLURM executor plugin import (scontrol)", "snakemake_executor_plugin
           ("  of which: shell command formatted 3x a job", "jobs.py:615(shellcmd)"),
           ("input/params/resource functions via Snakemake (apply_input_function)",
            "rules.py:659(apply_input_function)"),
-          ("  of which: wmhflow's own input/params functions", "wmhflow/plan.py"))
+          ("wmhflow's own code, own time (input/params functions, target lists, cohort)", "/wmhflow/"))
 
 
 def profile_plan(checkout: Path, tmp: Path, top: int = 25) -> dict:
@@ -155,7 +155,7 @@ def profile_plan(checkout: Path, tmp: Path, top: int = 25) -> dict:
     phases = {}
     for phase, pattern in PHASES:
         matching = [e for e in entries if pattern in e["function"]]
-        if pattern.endswith(".py"):  # a module: its functions' own time (they nest)
+        if pattern.endswith("/"):  # a package: its functions' own time (they nest)
             phases[phase] = round(sum(e["own_s"] for e in matching), 2)
         else:
             phases[phase] = round(max((e["cumulative_s"] for e in matching), default=0.0), 2)
@@ -174,8 +174,8 @@ def main() -> int:
     parser.add_argument("--old", type=Path, help="another checkout (a git worktree of an earlier commit) to plan "
                                                  "the same cohorts with, alternating with this one")
     parser.add_argument("--repeats", type=int, default=1, help="old/new pairs per cohort size (with --old)")
-    parser.add_argument("--profile", type=Path, help="also profile this checkout's planning of the first "
-                                                     "cohort size once; write the top entries to this JSON")
+    parser.add_argument("--profile", type=Path, help="also profile the planning of the first cohort size once "
+                                                     "(each version); write the top entries to this JSON")
     parser.add_argument("--out", help="default: benchmarks/results/dryrun.csv (dryrun_bids.csv for bids)")
     args = parser.parse_args()
     versions = [("new", REPO)] + ([("old", args.old.resolve())] if args.old else [])
@@ -195,7 +195,7 @@ def main() -> int:
             (tmp / "model.pt").write_bytes(b"")  # planning only: the file must exist, not be valid
             if args.profile and n == args.subjects[0]:
                 report = {"subjects": n, "layout": args.layout, "slurm_plugin_import_s": slurm_import,
-                          **profile_plan(REPO, tmp)}
+                          **{name: profile_plan(checkout, tmp) for name, checkout in versions}}
                 args.profile.parent.mkdir(parents=True, exist_ok=True)
                 args.profile.write_text(json.dumps(report, indent=1) + "\n")
                 print(f"wrote {args.profile}")
