@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -110,16 +111,19 @@ def plan_command(snakefile: Path, tmp: Path, quiet: bool = True) -> list[str]:
             "model={name: fcn2d, checkpoint: " + str(tmp / "model.pt") + "}"]
 
 
-def time_plan(checkout: Path, tmp: Path) -> float:
-    """Seconds for one `snakemake -n` of the cohort in tmp by the checkout's Snakefile and wmhflow."""
+def time_plan(checkout: Path, tmp: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one `snakemake -n` of the cohort in tmp by the checkout's Snakefile and
+    wmhflow. CPU time (user + system) moves less than wall time when others load the machine."""
     env = {**os.environ, "PYTHONPATH": str(checkout / "workflow")}  # its own wmhflow, not the installed one
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     run = subprocess.run([sys.executable, *plan_command(checkout / "Snakefile", tmp)], capture_output=True,
                          text=True, env=env)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
         raise RuntimeError(f"{checkout}: snakemake -n failed:\n{run.stderr[-3000:]}")
-    return seconds
+    return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 #: where a profile entry belongs, by the first pattern its function's file:line(name) matches
@@ -200,21 +204,26 @@ def main() -> int:
                 args.profile.write_text(json.dumps(report, indent=1) + "\n")
                 print(f"wrote {args.profile}")
             times = {name: [] for name, _ in versions}
+            cpu = {name: [] for name, _ in versions}
             for repeat in range(args.repeats if args.old else 1):
                 # old first in odd pairs, new first in even ones: neither always gets the warmer cache
                 for name, checkout in (versions[::-1] if repeat % 2 == 0 else versions):
-                    seconds = time_plan(checkout, tmp)
+                    seconds, cpu_seconds = time_plan(checkout, tmp)
                     times[name].append(seconds)
+                    cpu[name].append(cpu_seconds)
                     rows.append({"layout": args.layout, "subjects": n, "what": f"snakemake -n {name} ({labels[name]})",
-                                 "run": repeat + 1, "seconds": round(seconds, 2),
+                                 "run": repeat + 1, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
                                  "ms_per_subject": round(1000 * seconds / n, 1),
                                  "slurm_plugin_import_s": slurm_import})
-                    print(f"snakemake -n, {args.layout}, {n} subjects, {name} ({labels[name]}): {seconds:.1f} s")
+                    print(f"snakemake -n, {args.layout}, {n} subjects, {name} ({labels[name]}): {seconds:.1f} s "
+                          f"({cpu_seconds:.1f} s CPU)")
             if args.old:
                 old, new = min(times["old"]), min(times["new"])
+                old_cpu, new_cpu = min(cpu["old"]), min(cpu["new"])
                 rows.append({"layout": args.layout, "subjects": n, "what": "ratio old/new (best of each)",
-                             "seconds": round(old / new, 2), "slurm_plugin_import_s": slurm_import})
-                print(f"  {n} subjects: old/new = {old / new:.2f}x")
+                             "seconds": round(old / new, 2), "cpu_seconds": round(old_cpu / new_cpu, 2),
+                             "slurm_plugin_import_s": slurm_import})
+                print(f"  {n} subjects: old/new = {old / new:.2f}x wall, {old_cpu / new_cpu:.2f}x CPU")
     out = Path(args.out or REPO / f"benchmarks/results/dryrun{'_bids' if args.layout == 'bids' else ''}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out, index=False)
