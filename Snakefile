@@ -35,8 +35,10 @@ rule all:
 
 rule preprocess:
     """Only the per-subject preprocessing (aligned, N4, 8-bit, top-hat) of every subject."""
+    # a function: the ~6 names a subject are then built only when this rule is the target, not
+    # parsed into Snakemake's file objects on every call (a few seconds at 10,000 subjects)
     input:
-        PLAN.preprocess_targets(),
+        lambda wildcards: PLAN.preprocess_targets(),
 
 
 # When a run ends: group/status.tsv (per subject: done, failed at which step and why, blocked, incomplete),

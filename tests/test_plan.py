@@ -95,3 +95,34 @@ def test_rule_environment_puts_this_python_first(monkeypatch, tmp_path):
     assert os.environ["WMHFLOW_SOURCE"] == str(tmp_path)
     prepare_rule_environment(tmp_path)  # idempotent
     assert os.environ["PATH"].count(os.path.dirname(sys.executable)) == 1
+
+
+def test_per_job_lookups_return_the_subjects_table_values(tmp_path):
+    """The input/params functions Snakemake calls per job read the table's values (dicts built once)."""
+    plan = _plan(tmp_path, channels="flair-3slice", t1=("t1", "", "t3", ""))
+
+    class Wildcards:
+        def __init__(self, subject, modality="FLAIR"):
+            self.subject, self.modality = subject, modality
+
+    for key, row in plan.subjects.iterrows():
+        for column in ("flair", "t1", "reference", "site", "split", "subject", "session"):
+            assert plan.subject_column(column)(Wildcards(key)) == row[column]
+        assert plan.optional_subject_file("t1")(Wildcards(key)) == (row["t1"] or [])
+        assert plan.n4_input(Wildcards(key)) == row["flair"]
+        assert plan.n4_input(Wildcards(key, "T1w")) == plan.out(key, "T1w", desc="aligned")
+    assert plan.subjects_in("train", "test") == ["sub-01/anat/sub-01", "sub-02/anat/sub-02", "sub-03/anat/sub-03"]
+
+
+def test_output_names_are_the_bids_names_whatever_order_they_are_asked_in(tmp_path):
+    from wmhflow.paths import derivative_name
+
+    plan = _plan(tmp_path)
+    kinds = [("FLAIR", ".nii.gz", {"desc": "n4"}), ("T1w", ".nii.gz", {"desc": "n4"}),
+             ("mask", ".nii.gz", {"label": "WMH", "desc": "fcn2d"}), ("mask", ".nii.gz", {"desc": "fcn2d", "label": "WMH"}),
+             ("metrics", ".tsv", {"desc": "fcn2d"}), ("qc", ".png", {"desc": "x"}), ("lesions", ".tsv", {})]
+    for key in list(plan.subjects.index) + ["sub-9/ses-2/anat/sub-9_ses-2_acq-ax"]:
+        for suffix, ext, entities in kinds + kinds[::-1]:  # the second pass reads the cached name parts
+            assert plan.out(key, suffix, ext, **entities) == f"{plan.results}/{derivative_name(key, suffix, ext, **entities)}"
+    with pytest.raises(ValueError, match="unknown BIDS entity"):
+        plan.out("sub-01/anat/sub-01", "FLAIR", foo="bar")

@@ -79,7 +79,7 @@ rule qc:
         ),
     params:
         reference=subject_value("reference"),
-        title=lambda wildcards: f"{PLAN.label(wildcards.subject)} ({SUBJECTS.loc[wildcards.subject, 'site']}), model {MODEL}",
+        title=lambda wildcards: f"{PLAN.label(wildcards.subject)} ({PLAN.column('site')[wildcards.subject]}), model {MODEL}",
         slices=config["report"]["qc_slices"],
     resources:
         mem_mb=1000,

@@ -346,22 +346,26 @@ def assign_splits(table: pd.DataFrame, train_per_site: float = 10, seed: int = 0
     participants: all sessions of a subject land in the same split (no subject both trains and tests).
     """
     table = table.copy()
-    for subject, row in table.iterrows():
-        if row["split"] and row["split"] not in SPLITS:
-            raise InputError(subject, f"split {row['split']!r} is not one of {', '.join(SPLITS)}")
-        if row["split"] in ("train", "test") and not row["reference"]:
-            raise InputError(row["flair"], f"{subject} is in split '{row['split']}' but has no reference")
-    for site, group in table.groupby("site", sort=True):
-        open_rows = [s for s in group.index if not group.loc[s, "split"] and group.loc[s, "reference"]]
-        open_ = sorted(set(group.loc[open_rows, "subject"]))
-        if not open_:
-            continue
+    # Plain lists, not row-wise pandas (iterrows/.loc cost ~0.1 ms a row: a second at 10,000 subjects).
+    splits = table["split"].tolist()
+    subjects, sites = table["subject"].tolist(), table["site"].tolist()
+    for key, split, reference, flair in zip(table.index, splits, table["reference"], table["flair"]):
+        if split and split not in SPLITS:
+            raise InputError(key, f"split {split!r} is not one of {', '.join(SPLITS)}")
+        if split in ("train", "test") and not reference:
+            raise InputError(flair, f"{key} is in split '{split}' but has no reference")
+    open_rows: dict[str, list[int]] = {}  # site -> rows without a split but with a reference
+    for i, (split, reference) in enumerate(zip(splits, table["reference"])):
+        if not split and reference:
+            open_rows.setdefault(sites[i], []).append(i)
+    for site in sorted(open_rows):
+        open_ = sorted({subjects[i] for i in open_rows[site]})
         count = int(round(train_per_site * len(open_))) if train_per_site < 1 else int(train_per_site)
         rng = np.random.default_rng([seed, zlib.crc32(site.encode())])
         chosen = set(rng.permutation(open_)[: min(count, len(open_))])
-        for s in open_rows:
-            table.loc[s, "split"] = "train" if group.loc[s, "subject"] in chosen else "test"
-    table.loc[table["split"] == "", "split"] = "predict"
+        for i in open_rows[site]:
+            splits[i] = "train" if subjects[i] in chosen else "test"
+    table["split"] = ["predict" if split == "" else split for split in splits]
     return table
 
 

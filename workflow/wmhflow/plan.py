@@ -65,6 +65,8 @@ class Plan:
     def __init__(self, config: dict, subjects: pd.DataFrame):
         self.config = config
         self.subjects = subjects
+        self._columns: dict[str, dict] = {}  # column name -> {subject key: value} (see column())
+        self._name_tails: dict[tuple, str] = {}  # (suffix, ext, entities) -> "_<entities>_<suffix><ext>"
         self.results = str(config["results"])
         self.model = config["model"]["name"]
         self.model_dir = f"{self.results}/models/{self.model}"
@@ -88,7 +90,12 @@ class Plan:
     # A subject's key (the rules' {subject} wildcard) is its output prefix, e.g.
     # sub-01/ses-2/anat/sub-01_ses-2 (wmhflow.paths.prefix): folders and name in one value.
     def out(self, subject, suffix, ext=".nii.gz", **entities) -> str:
-        return f"{self.results}/{derivative_name(subject, suffix, ext, **entities)}"
+        # The name after the prefix is the same for every subject: built once per kind of output, as
+        # target lists of a large cohort call this ~10 times a subject.
+        key = (suffix, ext, *entities.items())
+        if key not in self._name_tails:
+            self._name_tails[key] = derivative_name("", suffix, ext, **entities)
+        return f"{self.results}/{subject}{self._name_tails[key]}"
 
     def log(self, rule_name, subject="{subject}") -> str:
         return f"{self.results}/logs/{rule_name}/{subject}.log"
@@ -119,22 +126,35 @@ class Plan:
     def status_file(self) -> str:
         return f"{self.group}/status.tsv"
 
+    def column(self, name) -> dict:
+        """{subject key: value} of one column of the subjects table, built once per column.
+
+        Snakemake calls the rules' input and params functions once per job (about 11 per subject): a
+        dict lookup there costs well under a microsecond, where ``DataFrame.loc`` costs ~50 us and
+        dominated our share of planning a large cohort (benchmarks/results/dryrun_profile.json).
+        """
+        if name not in self._columns:
+            self._columns[name] = self.subjects[name].to_dict()
+        return self._columns[name]
+
     def subject_column(self, column):
         """Input or params function: one column of the subject's row (flair, t1, site, split...)."""
-        return lambda wildcards: self.subjects.loc[wildcards.subject, column]
+        values = self.column(column)
+        return lambda wildcards: values[wildcards.subject]
 
     def optional_subject_file(self, column):
         """Input function for a file a subject may lack (a FLAIR-only subject's T1): [] when there is none,
         which Snakemake takes as no input (an empty string it refuses)."""
-        return lambda wildcards: self.subjects.loc[wildcards.subject, column] or []
+        values = self.column(column)
+        return lambda wildcards: values[wildcards.subject] or []
 
     def subjects_in(self, *splits) -> list[str]:
-        return [s for s in self.subjects.index if self.subjects.loc[s, "split"] in splits]
+        return [s for s, split in self.column("split").items() if split in splits]
 
     def n4_input(self, wildcards) -> str:
         """The FLAIR as given, the T1 once aligned onto the FLAIR grid."""
         if wildcards.modality == "FLAIR":
-            return self.subjects.loc[wildcards.subject, "flair"]
+            return self.column("flair")[wildcards.subject]
         return self.out(wildcards.subject, "T1w", desc="aligned")
 
     # ------------------------------------------------------------------------------ model
@@ -170,7 +190,7 @@ class Plan:
     def training_inputs(self, kind: str) -> list[str]:
         train = self.subjects_in("train")
         if kind == "reference":
-            return [self.subjects.loc[s, "reference"] for s in train]
+            return [self.column("reference")[s] for s in train]
         if kind == "t1" and not self.needs_t1:
             return []
         suffix, desc = FCN_INPUTS[kind]
