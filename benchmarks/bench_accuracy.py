@@ -191,35 +191,41 @@ def _has_avx512() -> bool:
         return False
 
 
-def score(model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",)) -> dict[tuple, list[dict]]:
-    """Segment and score each test subject with the model: {(threshold, min_depth_mm): rows}.
+def score(model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), ttas=("none",)
+          ) -> dict[tuple, list[dict]]:
+    """Segment and score each test subject with the model: {(tta, threshold, min_depth_mm): rows}.
 
-    One FCN pass per subject serves every post-processing variant. ``thresholds``: "auto" (the
-    model's calibrated one, as ``wmhflow infer`` uses by default) or numbers.
+    One FCN pass per subject and test-time augmentation serves every post-processing variant.
+    ``thresholds``: "auto" (the model's calibrated one for that augmentation, as ``wmhflow infer``
+    uses it) or numbers. ``ttas``: "none" and/or "flip" (``segment.tta``).
     """
     from wmhflow.device import set_threads
-    from wmhflow.infer import make_mask, predict_volume, resolve_threshold
+    from wmhflow.infer import left_right_axis, make_mask, predict_volume, resolve_threshold
     from wmhflow.model import load_model
 
     set_threads(threads)
     model, meta = load_model(model_path)
     channels = meta.get("channels", "flair,t1,tophat")
-    cuts = {spec: resolve_threshold(spec, [meta], "none")[0] for spec in thresholds}
+    cuts = {(tta, spec): resolve_threshold(spec, [meta], tta)[0] for tta in ttas for spec in thresholds}
     log.info("thresholds %s", cuts)
-    out = {(spec, depth): [] for spec in thresholds for depth in depths}
+    out = {(tta, spec, depth): [] for tta in ttas for spec in thresholds for depth in depths}
     for r in test_rows:
         volumes = {k: np.asarray(nib.load(r[k]).dataobj) for k in ("flair", "t1", "tophat")}
-        prob = predict_volume(model, volumes, channels, "auto", "auto", 8, crop_margin=16)
+        flip_axis = left_right_axis(nib.load(r["flair"]).affine)
         ref = nib.load(r["reference"])
         labels = np.rint(np.asarray(ref.dataobj, np.float32)).astype(np.int16)
-        for spec, depth in out:
-            mask, _ = make_mask(prob, volumes["flair"], ref.header.get_zooms()[:3], cuts[spec], min_depth_mm=depth)
-            metrics = evaluate_arrays(labels, mask, ref.affine)
-            out[spec, depth].append({"subject": r["subject"], "site": r["site"], "group": r["group"],
-                                     "threshold": cuts[spec], **metrics})
-            log.info("%s %s (threshold %s, min depth %g mm): Dice %.3f H95 %.1f AVD %.1f recall %.2f F1 %.2f",
-                     r["site"], r["subject"], spec, depth, metrics["dice"], metrics["h95_mm"], metrics["avd_pct"],
-                     metrics["lesion_recall"], metrics["lesion_f1"])
+        for tta in ttas:
+            prob = predict_volume(model, volumes, channels, "auto", "auto", 8, crop_margin=16, tta=tta,
+                                  flip_axis=flip_axis)
+            for spec, depth in [(s, d) for t, s, d in out if t == tta]:
+                cut = cuts[tta, spec]
+                mask, _ = make_mask(prob, volumes["flair"], ref.header.get_zooms()[:3], cut, min_depth_mm=depth)
+                metrics = evaluate_arrays(labels, mask, ref.affine)
+                out[tta, spec, depth].append({"subject": r["subject"], "site": r["site"], "group": r["group"],
+                                              "tta": tta, "threshold": cut, **metrics})
+                log.info("%s %s (tta %s, threshold %s, min depth %g mm): Dice %.3f H95 %.1f AVD %.1f recall %.2f "
+                         "F1 %.2f", r["site"], r["subject"], tta, spec, depth, metrics["dice"], metrics["h95_mm"],
+                         metrics["avd_pct"], metrics["lesion_recall"], metrics["lesion_f1"])
     return out
 
 
@@ -271,6 +277,8 @@ def main(argv=None) -> int:
                         help="post-processing depths to score (wmhflow.postprocess); one FCN pass for all")
     parser.add_argument("--thresholds", nargs="+", default=["auto"],
                         help="mask thresholds to score: auto (the model's calibrated one) and/or numbers")
+    parser.add_argument("--tta", nargs="+", default=["none"], choices=("none", "flip"),
+                        help="test-time augmentations to score (segment.tta); one FCN pass each")
     parser.add_argument("--tag", default="", help="suffix of the run's name (e.g. a variant under test)")
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="score the last checkpoint of a training that has not finished (marked partial)")
@@ -310,9 +318,10 @@ def main(argv=None) -> int:
                 log.info("run %s: training on %d subjects", run, len(train_rows))
                 model_path, timing = train_model(name, preset, channels, train_rows, work, args.threads, args.iterations,
                                                  args.from_checkpoint, args.window)
-                scored = score(model_path, test_rows, args.threads, args.min_depth_mm, args.thresholds)
-                for (spec, depth), variant_rows in scored.items():
-                    variant = run + (f"|threshold-{spec}" if spec != "auto" else "") + (f"|depth-{depth:g}mm" if depth else "")
+                scored = score(model_path, test_rows, args.threads, args.min_depth_mm, args.thresholds, args.tta)
+                for (tta, spec, depth), variant_rows in scored.items():
+                    variant = (run + (f"|tta-{tta}" if tta != "none" else "") + (f"|threshold-{spec}" if spec != "auto" else "")
+                               + (f"|depth-{depth:g}mm" if depth else ""))
                     record_run(variant, variant_rows, preset, channels, protocol_name, args.window, depth,
                                len(train_rows), timing, csv_path, json_path)
     return 0

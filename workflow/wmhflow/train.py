@@ -62,9 +62,9 @@ PRESETS = {
     },
     # Real cohorts, other scanners: the demo's recipe with scanner augmentation, small-lesion sampling
     # and CE + soft Dice, 800 iterations of batch 8: about 10 min on this project's 2-core development
-    # machine when quiet (estimated from the demo's measured 0.71 s/iteration + ~7 % augmentation), so
-    # about 30 min on a ~3x slower 2-core machine without AVX-512; minutes on a GPU. Accuracy:
-    # benchmarks/bench_accuracy.py (README, Benchmarks; so far only 200-iteration partial runs).
+    # machine when quiet (benchmarks/bench_train_time.py: 1.09x the demo's cost per iteration, side by
+    # side), so about 31 min on a ~3x slower 2-core machine without AVX-512; minutes on a GPU. Accuracy:
+    # benchmarks/bench_accuracy.py (README, Benchmarks).
     "standard": {
         "iterations": 800, "batch_size": 8, "crop": 96, "lesion_crop_fraction": 0.6, "optimizer": "adam",
         "phases": [{"iterations": 600, "lr": 3e-4, "momentum": 0.9}, {"iterations": 200, "lr": 1e-4, "momentum": 0.9}],
