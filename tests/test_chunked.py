@@ -53,6 +53,9 @@ def test_chunks_cover_every_subject_once_and_stay_put_when_subjects_are_added(tm
     inputs = plan.chunk_files("tophat")(type("W", (), {"chunk": "chunk-0001"}))
     assert [Path(p).name for p in inputs] == [f"sub-0{i}_space-FLAIR_desc-tophat_FLAIR.nii.gz" for i in (3, 4, 5)]
     assert plan.chunk_status("chunk-0001").endswith("chunks/segment_fcn2d/chunk-0001.tsv")
+    assert plan.chunk_status_of(type("W", (), {"subject": "sub-06/anat/sub-06"})) == plan.chunk_status("chunk-0002")
+    with pytest.raises(ConfigError, match="sub-99/anat/sub-99 is not a test or predict subject"):
+        plan.chunk_status_of(type("W", (), {"subject": "sub-99/anat/sub-99"}))
 
 
 def test_subjects_per_job_defaults_to_one_job_per_subject_and_is_checked():

@@ -266,7 +266,12 @@ class Plan:
 
     def chunk_status_of(self, wildcards) -> str:
         """Input function of the per-subject placing rule: the status table of the subject's chunk."""
-        return self.chunk_status(self.segment_chunk_of[wildcards.subject])
+        chunk = self.segment_chunk_of.get(wildcards.subject)
+        if chunk is None:  # e.g. a training subject's mask asked for as a target
+            raise ConfigError("segment.subjects_per_job",
+                              f"{wildcards.subject} is not a test or predict subject, and with chunked "
+                              "segmentation only those are segmented (set subjects_per_job: 1 to segment it)")
+        return self.chunk_status(chunk)
 
     # ------------------------------------------------------------------------------ targets
     def preprocess_targets(self) -> list[str]:
