@@ -69,13 +69,14 @@ def prepare(root: Path, subjects: int, seed: int) -> tuple[pd.DataFrame, Path]:
     return table, model
 
 
-def run_workflow(root: Path, model: Path) -> tuple[float, list[dict]]:
+def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[float, list[dict]]:
     """Wall seconds of the whole snakemake call, and one row per rule from its benchmark: files."""
     from wmhflow import cohort, config as wmh_config
     from wmhflow.plan import Plan
 
     config = {"cohort": str(root / "cohort"), "results": "out", "splits": {"train_per_site": 0.01},
-              "model": {"name": MODEL_NAME, "checkpoint": str(model)}}
+              "model": {"name": MODEL_NAME, "checkpoint": str(model)},
+              "segment": {"subjects_per_job": subjects_per_job}}
     (root / "run.yaml").write_text(json.dumps(config))
     import yaml
 
@@ -220,13 +221,15 @@ def main() -> int:
     parser.add_argument("--label", default="", help="a word for this code version (before / after)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/workflow_overhead.csv"))
     parser.add_argument("--keep", help="work in this directory and keep it (default: a temporary one)")
+    parser.add_argument("--subjects-per-job", type=int, default=1,
+                        help="segment.subjects_per_job of the workflow run (chunked segmentation)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         root.mkdir(parents=True, exist_ok=True)
         table, model = prepare(root, args.subjects, args.seed)
         print(f"{args.subjects} subjects, {table.iloc[0]['flair']}")
-        wf_wall, rule_rows = run_workflow(root, model)
+        wf_wall, rule_rows = run_workflow(root, model, args.subjects_per_job)
         ip_wall, steps = run_in_process(root, table, model)
         n = args.subjects
         call = rule_rows[0]["s"]
