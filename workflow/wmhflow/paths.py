@@ -45,6 +45,11 @@ def prefix(subject: str, session: str = "", **entities) -> str:
     return f"{folder}/{stem}"
 
 
+def prefix_label(prefix_) -> str:
+    """sub-01_ses-2: the file-name part of a :func:`prefix` (a subject's key), for messages and titles."""
+    return str(prefix_).rsplit("/", 1)[-1]
+
+
 def derivative_name(prefix_: str, suffix: str, ext: str = ".nii.gz", **entities) -> str:
     """``<prefix>[_space-FLAIR for images][_label-..][_desc-..]_<suffix><ext>`` (BIDS entity order)."""
     if ext in (".nii.gz", ".nii"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ConfigError
-from .paths import derivative_name, sidecar_path
+from .paths import derivative_name, prefix_label, sidecar_path
 from .slices import required_volumes
 
 #: (suffix, desc) of the preprocessing artifacts each subject gets.
@@ -103,10 +103,7 @@ class Plan:
     def bench(self, rule_name, subject="{subject}") -> str:
         return f"{self.results}/benchmarks/{rule_name}/{subject}.tsv"
 
-    @staticmethod
-    def label(subject) -> str:
-        """sub-01_ses-2 (the file-name part of a key), for messages and titles."""
-        return str(subject).rsplit("/", 1)[-1]
+    label = staticmethod(prefix_label)  # sub-01_ses-2 (the file-name part of a key), for messages and titles
 
     def check_file(self, subject="{subject}") -> str:
         """The check step's output, outside the subject's BIDS folder (it is not a derivative)."""
@@ -244,14 +241,6 @@ class Plan:
         a failed or killed chunk job keeps the subjects it finished)."""
         return f"{self.chunk_dir()}/staged"
 
-    def segment_input(self, kind: str, subject="{subject}") -> list[str]:
-        """The 8-bit volume(s) of one FCN input of the segment rule (t1: none for FLAIR-only channels)."""
-        if kind == "tophat":
-            return [self.out(subject, "FLAIR", desc="tophat")]
-        if kind == "flair":
-            return [self.out(subject, "FLAIR", desc="quant")]
-        return self.fcn_input(kind, subject)
-
     def chunk_files(self, kind):
         """Input or params function of rule segment_chunk: per subject of the chunk, in order, its ``kind``
         (flair, t1, tophat: the 8-bit inputs; probseg, mask: where its files are placed; subject: keys)."""
@@ -261,7 +250,7 @@ class Plan:
                 return list(members)
             if kind in ("probseg", "mask"):
                 return [getattr(self, kind)(s) for s in members]
-            return [path for s in members for path in self.segment_input(kind, s)]
+            return [path for s in members for path in self.fcn_input(kind, s)]
         return files
 
     def chunk_status_of(self, wildcards) -> str:

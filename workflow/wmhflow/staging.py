@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from .errors import InputError, WmhflowError
-from .paths import sidecar_path
+from .paths import prefix_label, sidecar_path
 
 log = logging.getLogger(__name__)
 STATUS_COLUMNS = ["subject", "status", "error", "seconds"]
@@ -126,7 +126,7 @@ def _place(staged: Path, final: Path) -> None:
 
 def place(status_table, subject, staging, probseg, mask) -> None:
     """Put one subject's staged segmentation at its final paths, or raise naming the subject and why."""
-    label = str(subject).rsplit("/", 1)[-1]  # sub-01_ses-2, as Plan.label (not imported: it needs pandas)
+    label = prefix_label(subject)
     rows = [r for r in read_status(status_table) if r["subject"] == str(subject)]
     if not rows:
         raise SubjectNotSegmented(f"{label}: not in its chunk's status table {status_table}; run again "
