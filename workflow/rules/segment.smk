@@ -4,9 +4,9 @@
 
 rule segment:
     input:
-        flair=out("{subject}", "FLAIR", desc="quant"),
+        flair=PLAN.fcn_input("flair"),
         t1=PLAN.fcn_input("t1"),
-        tophat=out("{subject}", "FLAIR", desc="tophat"),
+        tophat=PLAN.fcn_input("tophat"),
         model=PLAN.model_file(),
     output:
         probseg=PLAN.probseg(),

@@ -185,8 +185,8 @@ def validate(config: dict) -> dict:
     errors = sorted(_validator(full).iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise _explain(errors[0])
-    quant = config.get("requantize", {})
-    low, high = quant.get("low_percentile", 0.5), quant.get("high_percentile", 99.8)
+    quant = config["requantize"]  # defaults filled in from the schema above: no second copy here
+    low, high = quant["low_percentile"], quant["high_percentile"]
     if not low < high:
         raise ConfigError("requantize", f"low_percentile ({low}) must be below high_percentile ({high})")
     model = config.get("model", {})

@@ -48,8 +48,12 @@ log = logging.getLogger(__name__)
 #: pixels a network output depends on, each side (measured: 61 for VGG16 stages 1-4 + side layers,
 #: including the bilinear upsampling of the stride-8 side layer), rounded up to the pooling grid
 EXACT_MARGIN = 64
-#: the default crop margin: exact
-CROP_MARGIN = EXACT_MARGIN
+#: the default crop margin of the workflow, `wmhflow infer`, `infer-batch` and `segment` (the config
+#: schema's segment.crop_margin; tests/test_defaults.py checks they agree): within the network's reach
+#: of the head, a few voxels of air only, so near-exact and faster; EXACT_MARGIN gives the uncropped result
+CROP_MARGIN = 16
+#: slices per forward pass (the config schema's segment.batch_size)
+BATCH_SIZE = 8
 #: the network's total stride: crop boxes start on multiples of it so that poolings see the same grid
 STRIDE = 8
 
@@ -119,8 +123,8 @@ def _averaged(models, chunk, device, amp, forward, flip_axis):
     return total / (len(models) * (2 if flip_axis is not None else 1))
 
 
-def predict_volume(model, volumes: dict, channels: str, device="auto", precision="auto", batch_size=4,
-                   crop=True, forward=_forward, crop_margin=CROP_MARGIN, tta="none", flip_axis=None) -> np.ndarray:
+def predict_volume(model, volumes: dict, channels: str, device="auto", precision="auto", batch_size=BATCH_SIZE,
+                   crop=True, forward=_forward, crop_margin=EXACT_MARGIN, tta="none", flip_axis=None) -> np.ndarray:
     """WMH probability (X, Y, Z) float32 for uint8 volumes (X, Y, Z) on one grid.
 
     ``model``: one network or a list of them (an ensemble: probabilities averaged). ``crop``: skip
@@ -359,7 +363,7 @@ def add_inference_arguments(parser) -> None:
     """The settings flags ``wmhflow infer`` and ``wmhflow infer-batch`` share."""
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     add_postprocessing_arguments(parser)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--crop-margin", type=int, default=CROP_MARGIN,

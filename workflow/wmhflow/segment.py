@@ -21,9 +21,11 @@ from .checks import check_images
 from .errors import InputError, WmhflowError
 from .io import load_nifti, save_like, voxels
 from .paths import bids_path, sidecar_path
-from .preprocess.bias import ITERATIONS, SHRINK
+from .calibration import DEFAULT_THRESHOLD
+from .preprocess.bias import CONTROL_POINTS, ITERATIONS, SHRINK
 from .preprocess.quantize import (HIGH_PCT, LOW_PCT, WINDOW, add_window_arguments, check_window_arguments,
                                   describe, model_window)
+from .preprocess.tophat import AREA, CONNECTIVITY
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,9 @@ def subject_id(flair_path) -> str:
 
 
 def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, align_mode="auto",
-                    shrink=SHRINK, iterations=ITERATIONS, control_points=4, low_pct=LOW_PCT, high_pct=HIGH_PCT,
-                    area=25, connectivity=1, device="auto", precision="auto", batch_size=8, crop_margin=16, threshold=0.5,
+                    shrink=SHRINK, iterations=ITERATIONS, control_points=CONTROL_POINTS, low_pct=LOW_PCT, high_pct=HIGH_PCT,
+                    area=AREA, connectivity=CONNECTIVITY, device="auto", precision="auto", batch_size=None,
+                    crop_margin=None, threshold=DEFAULT_THRESHOLD,
                     keep_intermediates=False, threads=0, tta="none", min_lesion_mm3=None, min_depth_mm=None,
                     window="auto") -> dict:
     """Run the chain for one subject; returns {artifact name: path written}.
@@ -51,8 +54,12 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     ``model_path``: one model file or a list (an ensemble). ``threshold``: "auto" (the model's
     calibrated one) or a probability; ``tta``, ``min_lesion_mm3``, ``min_depth_mm``: as ``wmhflow infer``.
     ``window``: the requantization window; "auto" = the one the model was trained with.
+    ``batch_size``, ``crop_margin``: None = infer's defaults (imported here, with torch, only when run).
     """
     from . import infer
+
+    batch_size = infer.BATCH_SIZE if batch_size is None else batch_size
+    crop_margin = infer.CROP_MARGIN if crop_margin is None else crop_margin
     from .preprocess.align import align_t1_to_flair
     from .preprocess.bias import n4_correct_array
     from .preprocess.quantize import requantize_array
@@ -140,7 +147,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
 
 
 def add_arguments(parser) -> None:
-    from .infer import add_postprocessing_arguments
+    from .infer import BATCH_SIZE, CROP_MARGIN, EXACT_MARGIN, add_postprocessing_arguments
 
     parser.add_argument("--flair", required=True, help="FLAIR NIfTI (the output grid)")
     parser.add_argument("--t1", help="T1 NIfTI (any grid: registered onto the FLAIR when needed)")
@@ -151,15 +158,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--align", default="auto", choices=("auto", "always", "never"))
     parser.add_argument("--shrink", type=int, nargs=3, default=SHRINK, metavar=("I", "J", "K"))
     parser.add_argument("--iterations", type=int, nargs="+", default=ITERATIONS)
-    parser.add_argument("--control-points", type=int, default=4)
+    parser.add_argument("--control-points", type=int, default=CONTROL_POINTS)
     add_window_arguments(parser, default="auto")
-    parser.add_argument("--area", type=int, default=25)
-    parser.add_argument("--connectivity", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--area", type=int, default=AREA)
+    parser.add_argument("--connectivity", type=int, default=CONNECTIVITY, choices=(1, 2))
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--crop-margin", type=int, default=16,
-                        help="pixels kept around the head when cropping (>= 64: exactly the uncropped result)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--crop-margin", type=int, default=CROP_MARGIN,
+                        help=f"pixels kept around the head when cropping (>= {EXACT_MARGIN}: exactly the uncropped result)")
     add_postprocessing_arguments(parser)
     parser.add_argument("--keep-intermediates", action="store_true",
                         help="also write the aligned, N4, 8-bit and top-hat volumes")

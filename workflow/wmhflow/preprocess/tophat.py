@@ -42,6 +42,9 @@ from ..errors import InputError
 from ..io import load_nifti, save_like
 
 log = logging.getLogger(__name__)
+#: the paper's N = 25 pixels, 4-connected (the config schema's tophat.area and tophat.connectivity)
+AREA = 25
+CONNECTIVITY = 1
 
 
 def _default_threads() -> int:
@@ -51,7 +54,7 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def area_opening_slices(volume: np.ndarray, area: int = 25, connectivity: int = 1,
+def area_opening_slices(volume: np.ndarray, area: int = AREA, connectivity: int = CONNECTIVITY,
                         threads: int | None = None) -> np.ndarray:
     """2D area opening of every slice along the third axis (uint8 in, uint8 out).
 
@@ -103,7 +106,7 @@ def warm_kernel_cache() -> None:
         area_opening_slices(np.zeros((4, 4, 2), np.uint8, order=order), 2, 1, threads=1)
 
 
-def area_tophat(volume: np.ndarray, area: int = 25, connectivity: int = 1, threads: int | None = None) -> np.ndarray:
+def area_tophat(volume: np.ndarray, area: int = AREA, connectivity: int = CONNECTIVITY, threads: int | None = None) -> np.ndarray:
     """FLAIR minus its per-slice area opening (uint8, >= 0 since an opening never exceeds its input)."""
     volume = np.asarray(volume)
     return volume - area_opening_slices(volume, area, connectivity, threads)
@@ -112,8 +115,8 @@ def area_tophat(volume: np.ndarray, area: int = 25, connectivity: int = 1, threa
 def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True, help="8-bit (requantized) FLAIR")
     parser.add_argument("--output", required=True, help="top-hat volume to write (uint8)")
-    parser.add_argument("--area", type=int, default=25, help="area threshold in pixels (the paper's N = 25)")
-    parser.add_argument("--connectivity", type=int, default=1, choices=(1, 2),
+    parser.add_argument("--area", type=int, default=AREA, help="area threshold in pixels (the paper's N = 25)")
+    parser.add_argument("--connectivity", type=int, default=CONNECTIVITY, choices=(1, 2),
                         help="1: 4-connected pixels, 2: 8-connected (scikit-image's meaning)")
     parser.add_argument("--threads", type=int, default=0, help="threads over slices (0: all usable CPUs)")
 
