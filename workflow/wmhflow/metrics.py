@@ -1,6 +1,6 @@
 """The WMH challenge's five metrics, computed the way the organisers' evaluation script does.
 
-Definitions (those of the challenge's ``evaluation.py``; see ../shared/DESIGN.md):
+Definitions (those of the organisers' ``evaluation.py``, github.com/hjkuijf/wmhchallenge):
 
 - Reference A = voxels labelled 1. Label 2 ("other pathology") is background in A, and the
   prediction is zeroed there *before* anything else (so a predicted blob crossing a label-2 region
