@@ -361,11 +361,16 @@ def add_arguments(parser) -> None:
 
 def add_inference_arguments(parser) -> None:
     """The settings flags ``wmhflow infer`` and ``wmhflow infer-batch`` share."""
+    add_network_arguments(parser)
+    add_postprocessing_arguments(parser)
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def add_network_arguments(parser) -> None:
+    """How the FCN runs: the flags of ``infer``, ``infer-batch`` and the standalone ``segment``."""
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    add_postprocessing_arguments(parser)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--crop-margin", type=int, default=CROP_MARGIN,
                         help=f"pixels kept around the head when cropping (>= {EXACT_MARGIN}: same result "
                              f"as no cropping; smaller is faster)")

@@ -57,14 +57,13 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     ``batch_size``, ``crop_margin``: None = infer's defaults (imported here, with torch, only when run).
     """
     from . import infer
-
-    batch_size = infer.BATCH_SIZE if batch_size is None else batch_size
-    crop_margin = infer.CROP_MARGIN if crop_margin is None else crop_margin
     from .preprocess.align import align_t1_to_flair
     from .preprocess.bias import n4_correct_array
     from .preprocess.quantize import requantize_array
     from .preprocess.tophat import area_tophat
 
+    batch_size = infer.BATCH_SIZE if batch_size is None else batch_size
+    crop_margin = infer.CROP_MARGIN if crop_margin is None else crop_margin
     min_lesion_mm3 = infer.MIN_LESION_MM3 if min_lesion_mm3 is None else float(min_lesion_mm3)
     min_depth_mm = infer.MIN_DEPTH_MM if min_depth_mm is None else float(min_depth_mm)
 
@@ -147,7 +146,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
 
 
 def add_arguments(parser) -> None:
-    from .infer import BATCH_SIZE, CROP_MARGIN, EXACT_MARGIN, add_postprocessing_arguments
+    from .infer import add_network_arguments, add_postprocessing_arguments
 
     parser.add_argument("--flair", required=True, help="FLAIR NIfTI (the output grid)")
     parser.add_argument("--t1", help="T1 NIfTI (any grid: registered onto the FLAIR when needed)")
@@ -162,11 +161,7 @@ def add_arguments(parser) -> None:
     add_window_arguments(parser, default="auto")
     parser.add_argument("--area", type=int, default=AREA)
     parser.add_argument("--connectivity", type=int, default=CONNECTIVITY, choices=(1, 2))
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--crop-margin", type=int, default=CROP_MARGIN,
-                        help=f"pixels kept around the head when cropping (>= {EXACT_MARGIN}: exactly the uncropped result)")
+    add_network_arguments(parser)
     add_postprocessing_arguments(parser)
     parser.add_argument("--keep-intermediates", action="store_true",
                         help="also write the aligned, N4, 8-bit and top-hat volumes")
