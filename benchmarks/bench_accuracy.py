@@ -7,7 +7,7 @@ contrast, voxel size, thick slices, noise, bias, fainter and smaller lesions, an
 ``wmhflow.synth``). The model trains on the seen sites' training subjects only, with the training
 presets named by ``--presets`` and the channel sets named by ``--channels`` (the paper's ablation),
 then every test subject is preprocessed and segmented with the same library calls as
-``wmhflow segment`` and scored with ``wmhflow.metrics`` (the organisers' definitions).
+``wmhflow segment`` and scored with ``wmhflow.evaluation.metrics`` (the organisers' definitions).
 The held-out shifted site is never used for a choice: ``Shifted3T`` (``--validation-subjects``) is a
 second shifted scanner to compare variants on before looking at the held-out site.
 
@@ -42,7 +42,7 @@ import nibabel as nib  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from wmhflow import synth  # noqa: E402
-from wmhflow.metrics import METRICS, evaluate_arrays  # noqa: E402
+from wmhflow.evaluation.metrics import METRICS, evaluate_arrays  # noqa: E402
 
 log = logging.getLogger("bench_accuracy")
 RESULTS = REPO / "benchmarks" / "results"
@@ -111,7 +111,7 @@ def preprocess(row, work: Path, window: str) -> dict:
 def train_model(name, preset, channels, train_rows, work: Path, threads: int, iterations=None,
                 from_checkpoint=False, window="tissue"):
     """Train (or reuse) one model; returns (model path, timing dict)."""
-    from wmhflow.train import train
+    from wmhflow.fcn.train import train
 
     out_dir = work / "models" / name
     timing_file = out_dir / "timing.json"
@@ -150,8 +150,8 @@ def checkpoint_model(out_dir: Path, preset, channels, window):
     """
     import torch
 
-    from wmhflow.model import build_model, save_model
-    from wmhflow.train import resolve_config
+    from wmhflow.fcn.model import build_model, save_model
+    from wmhflow.fcn.presets import resolve_config
 
     state = torch.load(out_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     model = build_model(16, "none")
@@ -199,9 +199,9 @@ def score(model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), t
     ``thresholds``: "auto" (the model's calibrated one for that augmentation, as ``wmhflow infer``
     uses it) or numbers. ``ttas``: "none" and/or "flip" (``segment.tta``).
     """
-    from wmhflow.device import set_threads
-    from wmhflow.infer import left_right_axis, make_mask, predict_volume, resolve_threshold
-    from wmhflow.model import load_model
+    from wmhflow.fcn.device import set_threads
+    from wmhflow.fcn.infer import left_right_axis, make_mask, predict_volume, resolve_threshold
+    from wmhflow.fcn.model import load_model
 
     set_threads(threads)
     model, meta = load_model(model_path)
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     parser.add_argument("--window", default="tissue", choices=("tissue", "percentile"),
                         help="requantization window (wmhflow.preprocess.quantize); percentile: the first runs'")
     parser.add_argument("--min-depth-mm", type=float, nargs="+", default=[0.0],
-                        help="post-processing depths to score (wmhflow.postprocess); one FCN pass for all")
+                        help="post-processing depths to score (wmhflow.fcn.postprocess); one FCN pass for all")
     parser.add_argument("--thresholds", nargs="+", default=["auto"],
                         help="mask thresholds to score: auto (the model's calibrated one) and/or numbers")
     parser.add_argument("--tta", nargs="+", default=["none"], choices=("none", "flip"),
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
                         help="score the last checkpoint of a training that has not finished (marked partial)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from wmhflow.device import set_threads
+    from wmhflow.fcn.device import set_threads
 
     set_threads(args.threads)
     work = Path(args.work)

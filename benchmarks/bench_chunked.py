@@ -57,7 +57,7 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from wmhflow.model import build_model, save_model
+    from wmhflow.fcn.model import build_model, save_model
     from wmhflow.synth import write_cohort
 
     with tempfile.TemporaryDirectory(prefix="bench_chunked_") as tmp:

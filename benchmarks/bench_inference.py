@@ -42,12 +42,12 @@ sys.path.insert(0, str(REPO / "workflow"))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from wmhflow import infer, train  # noqa: E402
-from wmhflow.model import build_model  # noqa: E402
+from wmhflow.fcn import infer, presets, train  # noqa: E402
+from wmhflow.fcn.model import build_model  # noqa: E402
 from wmhflow.preprocess.headmask import head_mask_array  # noqa: E402
 from wmhflow.preprocess.quantize import requantize_array  # noqa: E402
 from wmhflow.preprocess.tophat import area_tophat  # noqa: E402
-from wmhflow.slices import colour_slices, to_input  # noqa: E402
+from wmhflow.fcn.slices import colour_slices, to_input  # noqa: E402
 
 ROWS: list[dict] = []
 
@@ -133,8 +133,8 @@ MEMORY_CHILD = """
 import resource, sys
 import numpy as np, torch
 sys.path.insert(0, sys.argv[3])
-from wmhflow import infer
-from wmhflow.model import build_model
+from wmhflow.fcn import infer
+from wmhflow.fcn.model import build_model
 
 
 def hwm():  # peak RSS of this process image (MiB); getrusage's maxrss also counts the parent it forked from
@@ -268,7 +268,7 @@ def main() -> int:
         row(name, "seconds_total", total, "s", f"target <= {target:g} s: {'met' if total <= target else 'NOT met'}")
 
     # training throughput with the demo preset's batch and crop
-    demo = train.PRESETS["demo"]
+    demo = presets.PRESETS["demo"]
     train_images = images[np.asarray(head.any(axis=(0, 1)))]
     train_labels = np.ascontiguousarray(np.where(labels == 2, train.IGNORE, labels).transpose(2, 0, 1)
                                         [np.asarray(head.any(axis=(0, 1)))]).astype(np.uint8)

@@ -7,7 +7,7 @@ subjects with other seeds. Every option is scored with the challenge's metrics o
 subjects, and post-processing settings are also scored on the *validation* subject(s) the training
 held out (the first ``validation_subjects`` of the training list), where defaults are chosen: the test
 subjects only report. A model file written before calibration existed is calibrated here exactly as
-training does it (:func:`wmhflow.calibration.calibrate_model` on the validation subjects).
+training does it (:func:`wmhflow.fcn.train.calibrate_model` on the validation subjects).
 
 Timings (FCN seconds per subject, CPU) of one model without flips, with flips, and of the ensemble
 are measured side by side in one run and reported as ratios too.
@@ -38,10 +38,10 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from wmhflow import calibration, infer
+    from wmhflow.fcn import calibration, infer, train
     from wmhflow.io import load_nifti
-    from wmhflow.metrics import METRICS, evaluate_arrays
-    from wmhflow.model import load_model
+    from wmhflow.evaluation.metrics import METRICS, evaluate_arrays
+    from wmhflow.fcn.model import load_model
     from wmhflow.paths import bids_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,11 +69,11 @@ def main(argv=None) -> int:
         return (str(bids_path(results, subject, "FLAIR", desc="quant")), str(bids_path(results, subject, "T1w", desc="quant")),
                 str(bids_path(results, subject, "FLAIR", desc="tophat")), row["reference"])
 
-    cal = meta.get("calibration") or calibration.calibrate_model(model, [files(s) for s in val_ids], channels, "cpu")
+    cal = meta.get("calibration") or train.calibrate_model(model, [files(s) for s in val_ids], channels, "cpu")
     others = [load_model(p) for p in args.ensemble_with]
     for path, (other, other_meta) in zip(args.ensemble_with, others):
         if not other_meta.get("calibration"):
-            other_meta["calibration"] = calibration.calibrate_model(other, [files(s) for s in val_ids], channels, "cpu")
+            other_meta["calibration"] = train.calibrate_model(other, [files(s) for s in val_ids], channels, "cpu")
     ensemble_threshold = {mode: float(np.mean([cal["thresholds"][mode]] + [m["calibration"]["thresholds"][mode]
                                                                            for _, m in others])) for mode in ("none", "flip")}
 

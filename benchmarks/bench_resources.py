@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/resources.csv"))
     args = parser.parse_args()
-    from wmhflow.model import build_model, save_model
+    from wmhflow.fcn.model import build_model, save_model
     from wmhflow.synth import write_cohort
 
     rows = []

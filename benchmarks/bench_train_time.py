@@ -37,7 +37,8 @@ import bench_accuracy  # noqa: E402
 
 
 def timed_training(preset, rows, iterations, threads, log_every) -> dict:
-    from wmhflow.train import PRESETS, train
+    from wmhflow.fcn.presets import PRESETS
+    from wmhflow.fcn.train import train
 
     overrides = {"iterations": iterations, "log_every": log_every, "validation_subjects": 0,
                  "checkpoint_every": iterations, "validate_every": iterations}
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--demo-quiet-seconds", type=float, default=424.0,
                         help="the demo preset's full-length training time on a quiet machine (README: 7 min 04 s)")
     args = parser.parse_args(argv)
-    from wmhflow.train import PRESETS
+    from wmhflow.fcn.presets import PRESETS
 
     work = Path(args.work)
     cohort = pd.read_csv(work / "cohort.tsv", sep="\t", dtype=str)

@@ -48,7 +48,7 @@ VERB_MODULES = {
     "bias-correct": "wmhflow.preprocess.bias",
     "requantize": "wmhflow.preprocess.quantize",
     "tophat": "wmhflow.preprocess.tophat",
-    "infer": "wmhflow.infer",
+    "infer": "wmhflow.fcn.infer",
 }
 HEAVY = ("torch", "SimpleITK", "skimage", "pandas", "numba", "scipy", "matplotlib")
 MODEL_NAME = "bench"
@@ -60,7 +60,7 @@ def env_with_venv() -> dict:
 
 
 def prepare(root: Path, subjects: int, seed: int) -> tuple[pd.DataFrame, Path]:
-    from wmhflow.model import build_model, save_model
+    from wmhflow.fcn.model import build_model, save_model
     from wmhflow.synth import write_cohort
 
     table = write_cohort(root / "cohort", subjects=subjects, seed=seed)
@@ -71,7 +71,8 @@ def prepare(root: Path, subjects: int, seed: int) -> tuple[pd.DataFrame, Path]:
 
 def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[float, list[dict]]:
     """Wall seconds of the whole snakemake call, and one row per rule from its benchmark: files."""
-    from wmhflow import cohort, config as wmh_config
+    from wmhflow import config as wmh_config
+    from wmhflow.workflow_subjects import subjects_for_workflow
     from wmhflow.plan import Plan
 
     config = {"cohort": str(root / "cohort"), "results": "out", "splits": {"train_per_site": 0.01},
@@ -86,7 +87,7 @@ def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[fl
     wmh_config.validate(full)
     workdir = root / "wf"
     workdir.mkdir(exist_ok=True)
-    plan = Plan(full, cohort.subjects_for_workflow(full, workdir=str(workdir)))
+    plan = Plan(full, subjects_for_workflow(full, workdir=str(workdir)))
     masks = [plan.mask(s) for s in plan.subjects.index]
     # targets first: --configfile takes every following word
     cmd = [sys.executable, "-m", "snakemake", "preprocess", *masks, "-s", str(REPO / "Snakefile"),
@@ -134,7 +135,7 @@ class _StepTimings(logging.Handler):
 
 
 def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float, dict]:
-    from wmhflow.device import set_threads
+    from wmhflow.fcn.device import set_threads
     from wmhflow.segment import segment_subject
 
     set_threads(2)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from wmhflow import augment, train
-from wmhflow.model import load_model
+from wmhflow.fcn import augment, presets, train
+from wmhflow.fcn.model import load_model
 from wmhflow.preprocess.tophat import area_tophat
 
 from test_train import MODEL_CONFIG, cohort, files, write_subject  # noqa: F401 (fixture)
@@ -82,7 +82,7 @@ def test_every_augmentation_strength_can_be_overridden_in_the_config():
     """train.overrides.intensity accepts each key of augment.DEFAULTS (its schema comes from the presets)."""
     from wmhflow.config import validate
 
-    assert set(train.PRESETS["standard"]["intensity"]) == set(augment.DEFAULTS)
+    assert set(presets.PRESETS["standard"]["intensity"]) == set(augment.DEFAULTS)
     for key in augment.DEFAULTS:
         config = {"cohort": "demo", "train": {"preset": "standard", "overrides": {"intensity": {key: 0.5}}}}
         assert validate(config)["train"]["overrides"]["intensity"] == {key: 0.5}
@@ -140,15 +140,15 @@ def test_standard_preset_validates_and_trains_on_cpu(tmp_path, cohort):  # noqa:
 
     from conftest import REPO
 
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "workflow/wmhflow/schemas/config.schema.yaml").read_text())
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["train"]["preset"] = "standard"
     jsonschema.validate(config, schema)
-    standard = train.resolve_config({"preset": "standard"})
+    standard = presets.resolve_config({"preset": "standard"})
     assert standard["loss"] == "ce+dice" and standard["intensity"] and standard["lesion_sampling"] == "component"
     assert sum(p["iterations"] for p in standard["phases"]) == standard["iterations"]
     with pytest.raises(Exception, match="loss"):
-        train.resolve_config({"preset": "standard", "overrides": {"loss": "focal"}})
+        presets.resolve_config({"preset": "standard", "overrides": {"loss": "focal"}})
 
     flair, t1, tophat, reference = files(cohort[:3])
     overrides = {"iterations": 3, "batch_size": 2, "crop": 24, "validate_every": 3, "log_every": 1,

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import bids_errors, bids_validator_issues
 from test_workflow import snakemake
-from wmhflow.model import build_model, save_model
+from wmhflow.fcn.model import build_model, save_model
 from wmhflow.synth import write_cohort
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""segment.subjects_per_job: chunks of subjects in one segment job (wmhflow.batch, wmhflow.staging, the rules).
+"""segment.subjects_per_job: chunks of subjects in one segment job (wmhflow.fcn.infer_batch, wmhflow.staging, the rules).
 
 Real files throughout: 8-bit NIfTI volumes, an untrained tiny FCN saved as a model file, and real
 Snakemake runs for the workflow part.
@@ -19,9 +19,9 @@ import torch
 
 from conftest import wmhflow_command, write_nifti
 from test_workflow import snakemake
-from wmhflow.batch import Subject, run_chunk, subjects_of
+from wmhflow.fcn.infer_batch import Subject, run_chunk, subjects_of
 from wmhflow.errors import ConfigError
-from wmhflow.model import build_model, save_model
+from wmhflow.fcn.model import build_model, save_model
 from wmhflow.paths import prefix, sidecar_path
 from wmhflow.plan import Plan
 from wmhflow.staging import SubjectNotSegmented, place, read_status

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import wmhflow_command, write_nifti
 from wmhflow import cohort
+from wmhflow import config as wmh_config
+from wmhflow.workflow_subjects import subjects_for_workflow
 from wmhflow.errors import ConfigError, InputError
 from wmhflow.paths import prefix
 
@@ -196,9 +198,9 @@ def test_missing_t1_duplicate_ids_and_train_without_reference(tmp_path, challeng
 
 
 def test_results_folder_equal_to_cohort_is_refused(challenge_tree):
-    config = {"cohort": str(challenge_tree), "results": str(challenge_tree)}
+    config = wmh_config.validate({"cohort": str(challenge_tree), "results": str(challenge_tree)})
     with pytest.raises(ConfigError, match="input cohort's own folder"):
-        cohort.subjects_for_workflow(config)
+        subjects_for_workflow(config)
 
 
 def test_check_finds_corrupt_4d_nan_grid_and_labels(challenge_tree):

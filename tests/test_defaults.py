@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from wmhflow import config as wconfig
-from wmhflow import infer
-from wmhflow.calibration import DEFAULT_THRESHOLD
+from wmhflow.fcn import infer
+from wmhflow.fcn.calibration import DEFAULT_THRESHOLD
 from wmhflow.preprocess import bias, quantize, tophat
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,9 +31,9 @@ HOMES = {
     ("tophat", "area"): (tophat.AREA, ["wmhflow.preprocess.tophat", "wmhflow.segment"], "area"),
     ("tophat", "connectivity"): (tophat.CONNECTIVITY, ["wmhflow.preprocess.tophat", "wmhflow.segment"],
                                  "connectivity"),
-    ("segment", "batch_size"): (infer.BATCH_SIZE, ["wmhflow.infer", "wmhflow.batch", "wmhflow.segment"],
+    ("segment", "batch_size"): (infer.BATCH_SIZE, ["wmhflow.fcn.infer", "wmhflow.fcn.infer_batch", "wmhflow.segment"],
                                 "batch_size"),
-    ("segment", "crop_margin"): (infer.CROP_MARGIN, ["wmhflow.infer", "wmhflow.batch", "wmhflow.segment"],
+    ("segment", "crop_margin"): (infer.CROP_MARGIN, ["wmhflow.fcn.infer", "wmhflow.fcn.infer_batch", "wmhflow.segment"],
                                  "crop_margin"),
 }
 
@@ -62,7 +62,7 @@ def test_each_default_has_one_value_everywhere(section, key):
 
 def test_segment_verbs_threshold_and_postprocessing_defaults_are_the_schemas():
     segment = wconfig.schema()["properties"]["segment"]["properties"]
-    for module_name in ("wmhflow.infer", "wmhflow.batch", "wmhflow.segment"):
+    for module_name in ("wmhflow.fcn.infer", "wmhflow.fcn.infer_batch", "wmhflow.segment"):
         defaults = _verb_defaults(module_name)
         assert float(defaults["threshold"]) == DEFAULT_THRESHOLD
         assert defaults["tta"] == segment["tta"]["default"], module_name

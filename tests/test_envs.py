@@ -225,6 +225,6 @@ def test_env_holds_everything_its_rules_import(name):
 
 def test_import_scan_sees_function_level_imports():
     # the scan must follow imports inside functions (torch, numba and matplotlib are imported lazily)
-    assert "torch" in third_party_imports("wmhflow.train")
+    assert "torch" in third_party_imports("wmhflow.fcn.train")
     assert "numba" in third_party_imports("wmhflow.preprocess.tophat")
     assert "torch" not in third_party_imports("wmhflow.preprocess.bias")

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import wmhflow_command, write_nifti
 from wmhflow.cli import main as cli
-from wmhflow.lesions import COLUMNS, lesion_table
-from wmhflow.metrics import KEYS
+from wmhflow.evaluation.lesions import COLUMNS, lesion_table
+from wmhflow.evaluation.metrics import KEYS
 
 AFFINE = np.array([[0.9, 0, 0, -40.0], [0, 1.1, 0, -50.0], [0, 0, 3.0, -10.0], [0, 0, 0, 1]])
 

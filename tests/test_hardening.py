@@ -205,7 +205,7 @@ def test_reference_that_is_an_image_or_off_the_grid(tmp_path, capsys, good):
 
 def test_every_verb_reading_a_reference_uses_the_same_label_check(tmp_path, capsys, good):
     """evaluate used to refuse 0.7 while train rounded it to 1 and qc drew 255."""
-    from wmhflow.train import load_training_subject
+    from wmhflow.fcn.train import load_training_subject
 
     fuzzy = _labels(tmp_path, "fuzzy.nii.gz", 0.7)
     wmh255 = _labels(tmp_path, "wmh255.nii.gz", 255, np.uint8)
@@ -334,8 +334,8 @@ def test_command_line_strings_are_read_as_yaml_where_the_schema_wants_more():
 
 
 def test_overrides_schema_is_the_training_presets():
-    """One source of truth: train.py's PRESETS (read without torch) decide the accepted overrides."""
-    from wmhflow.train import PRESETS
+    """One source of truth: wmhflow.fcn.presets (no torch) decide the accepted overrides."""
+    from wmhflow.fcn.presets import PRESETS
 
     assert wmh_config.training_presets() == PRESETS
     schema = wmh_config.overrides_schema()

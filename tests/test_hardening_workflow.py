@@ -193,7 +193,7 @@ def test_no_training_subject_and_no_model_is_a_planning_error(small_tsv):
 def test_a_model_of_the_other_requantization_window_stops_the_run_before_any_job(small_tsv):
     """An existing model trained on percentile-window volumes (every wmhflow 0.1 model), reprocessing
     with the default tissue window: the run stops at its start naming the key, before preprocessing."""
-    from wmhflow.model import build_model, save_model
+    from wmhflow.fcn.model import build_model, save_model
 
     root, tsv = small_tsv
     old = save_model(root / "old model.pt", build_model(side_maps=4), {"name": "old", "channels": "flair,t1,tophat"})

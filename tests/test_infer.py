@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from wmhflow import device as wd
-from wmhflow import infer
+from wmhflow.fcn import device as wd
+from wmhflow.fcn import infer
 from wmhflow.errors import ConfigError, InputError
-from wmhflow.model import build_model, save_model
+from wmhflow.fcn.model import build_model, save_model
 
 from conftest import wmhflow_command, write_nifti
 

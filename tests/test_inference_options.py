@@ -13,11 +13,12 @@ import pytest
 import torch
 import yaml
 
-from wmhflow import calibration, infer, segment
+from wmhflow.fcn import calibration, infer, train
+from wmhflow import segment
 from wmhflow.errors import ConfigError, InputError
-from wmhflow.metrics import evaluate_arrays
-from wmhflow.model import build_model, load_model, save_model
-from wmhflow.postprocess import clean_mask
+from wmhflow.evaluation.metrics import evaluate_arrays
+from wmhflow.fcn.model import build_model, load_model, save_model
+from wmhflow.fcn.postprocess import clean_mask
 
 from conftest import REPO, write_nifti
 from test_infer import head_volumes, lps_permuted_affine, oblique_affine
@@ -244,13 +245,13 @@ def test_calibration_runs_inference_on_validation_files(tmp_path, net):
     paths = write_subject(tmp_path / "in", volumes)
     reference = (volumes["flair"] > 200).astype(np.uint8)
     ref_path = write_nifti(tmp_path / "in/ref.nii.gz", reference, np.diag([0.9, 1.1, 3.0, 1.0]), np.uint8)
-    result = calibration.calibrate_model(net, [(paths["flair"], paths["t1"], paths["tophat"], ref_path)],
+    result = train.calibrate_model(net, [(paths["flair"], paths["t1"], paths["tophat"], ref_path)],
                                          "flair,t1,tophat", "cpu")
     assert set(result["thresholds"]) == {"none", "flip"} and result["subjects"] == 1
     prob = run(net, volumes)
     expected = calibration.choose_threshold([prob], [reference])
     assert result["thresholds"]["none"] == expected["threshold"]
-    assert calibration.calibrate_model(net, [], "flair,t1,tophat") is None
+    assert train.calibrate_model(net, [], "flair,t1,tophat") is None
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -306,7 +307,7 @@ def test_infer_applies_post_processing_with_the_headers_voxel_size(tmp_path, net
 
 # ------------------------------------------------------------------------------ configuration
 def test_cli_defaults_equal_the_schema_and_config_defaults():
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "workflow/wmhflow/schemas/config.schema.yaml").read_text())
     segment_schema = schema["properties"]["segment"]["properties"]
     config = yaml.safe_load((REPO / "config.yaml").read_text())["segment"]
     for module, required in ((infer, ["--flair", "f", "--model", "m", "--probseg", "p", "--mask", "k"]),

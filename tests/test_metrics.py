@@ -16,7 +16,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from wmhflow.io import to_sitk
-from wmhflow.metrics import KEYS, boundary, evaluate_arrays, image_diagonal
+from wmhflow.evaluation.metrics import KEYS, boundary, evaluate_arrays, image_diagonal
 
 EYE = np.eye(4)
 

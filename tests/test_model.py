@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from wmhflow import model as wm
+from wmhflow.fcn import model as wm
 from wmhflow.errors import ConfigError, InputError
-from wmhflow.slices import INPUT_STD, colour_slices, required_volumes, to_input
+from wmhflow.fcn.slices import INPUT_STD, colour_slices, required_volumes, to_input
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from wmhflow import infer, train
+from wmhflow.fcn import infer, presets, train
 from wmhflow.errors import ConfigError, InputError
-from wmhflow.model import build_model, load_model
+from wmhflow.fcn.model import build_model, load_model
 from wmhflow.preprocess.tophat import area_tophat
 
 from conftest import write_nifti
@@ -121,7 +121,7 @@ def test_config_log_and_curve_beside_the_model(short_run):
     assert saved["train"]["preset"] == "custom"
     resolved = saved["train"]["resolved"]
     assert resolved["iterations"] == 6 and resolved["crop"] == 24 and resolved["seed"] == 3
-    assert resolved["weight_decay"] == train.PRESETS["demo"]["weight_decay"]  # custom: the demo base
+    assert resolved["weight_decay"] == presets.PRESETS["demo"]["weight_decay"]  # custom: the demo base
     log_table = pd.read_csv(out / "training_log.tsv", sep="\t")
     assert list(log_table.columns) == ["iteration", "loss", "lr", "slices_per_s", "val_dice"]
     assert log_table["iteration"].tolist() == [2, 4, 6]
@@ -134,7 +134,7 @@ def test_config_log_and_curve_beside_the_model(short_run):
 
 
 def test_threshold_calibrated_on_the_validation_subject_is_stored(short_run, cohort):
-    from wmhflow import calibration
+    from wmhflow.fcn import calibration
 
     out, _ = short_run
     _, meta = load_model(out / "model.pt")
@@ -188,18 +188,18 @@ def test_cli_main(tmp_path, cohort):
 
 # ------------------------------------------------------------------------------ configuration
 def test_presets_and_overrides():
-    demo = train.resolve_config({})
-    assert demo == train.PRESETS["demo"]
-    paper = train.resolve_config({"preset": "paper"})
+    demo = presets.resolve_config({})
+    assert demo == presets.PRESETS["demo"]
+    paper = presets.resolve_config({"preset": "paper"})
     assert paper["batch_size"] == 20 and paper["iterations"] == 150000
     assert [p["momentum"] for p in paper["phases"]] == [0.99, 0.999]
-    short = train.resolve_config({"preset": "demo", "overrides": {"iterations": 60}})
+    short = presets.resolve_config({"preset": "demo", "overrides": {"iterations": 60}})
     assert [p["iterations"] for p in short["phases"]] == [45, 15]  # stretched proportionally
-    one = train.resolve_config({"preset": "demo", "overrides": {"iterations": 1}})
+    one = presets.resolve_config({"preset": "demo", "overrides": {"iterations": 1}})
     assert sum(p["iterations"] for p in one["phases"]) == 1 and all(p["iterations"] >= 1 for p in one["phases"])
     with pytest.raises(ConfigError, match="preset"):
-        train.resolve_config({"preset": "fast"})
-    assert train.PRESETS["demo"]["iterations"] == 600  # resolve_config must not modify the presets
+        presets.resolve_config({"preset": "fast"})
+    assert presets.PRESETS["demo"]["iterations"] == 600  # resolve_config must not modify the presets
 
 
 def test_phase_schedule():
@@ -209,7 +209,7 @@ def test_phase_schedule():
 
 def test_bad_optimizer_and_inputs(tmp_path, cohort):
     with pytest.raises(ConfigError, match="optimizer"):
-        train._make_optimizer(build_model(side_maps=2), dict(train.PRESETS["demo"], optimizer="rmsprop"))
+        train._make_optimizer(build_model(side_maps=2), dict(presets.PRESETS["demo"], optimizer="rmsprop"))
     flair, t1, tophat, reference = files(cohort[:2])
     with pytest.raises(ConfigError, match="same number"):
         train.train(flair, t1[:1], tophat, reference, tmp_path / "x", MODEL_CONFIG, tiny_config(2), device="cpu")
@@ -253,7 +253,7 @@ def test_sampler_crops_and_lesion_centring():
 
 def test_augment_keeps_labels_and_air():
     rng = np.random.default_rng(0)
-    from wmhflow.slices import to_input
+    from wmhflow.fcn.slices import to_input
 
     images = np.zeros((2, 3, 32, 32), np.uint8)
     images[:, :, 8:24, 8:24] = 200

@@ -1,5 +1,5 @@
 # Shared by every rule file: config validation, the subjects table, output names (wmhflow.plan).
-from wmhflow import cohort as wmh_cohort
+from wmhflow.workflow_subjects import subjects_for_workflow
 from wmhflow import config as wmh_config
 from wmhflow import status as wmh_status
 from wmhflow.paths import PREFIX_PATTERN
@@ -7,14 +7,14 @@ from wmhflow.plan import Plan, prepare_rule_environment
 
 
 prepare_rule_environment(workflow.basedir)
-# Strict schema (workflow/schemas/config.schema.yaml + the training presets' keys), command-line
+# Strict schema (workflow/wmhflow/schemas/config.schema.yaml + the training presets' keys), command-line
 # values read as YAML: a mistake stops planning with one line naming the config key.
 wmh_config.validate(config)
 wmh_config.require_writable_results(config["results"])
 
 # One row per FLAIR acquisition, indexed by its output prefix (sub-01/[ses-2/]anat/sub-01[_ses-2]):
 # subject, session, site, flair, t1 and reference (may be empty), split (train | test | predict).
-SUBJECTS = wmh_cohort.subjects_for_workflow(config, workdir=os.getcwd())
+SUBJECTS = subjects_for_workflow(config, workdir=os.getcwd())
 PLAN = Plan(config, SUBJECTS)
 PLAN.require_model_source()
 RESULTS = PLAN.results
@@ -32,7 +32,7 @@ subjects_in = PLAN.subjects_in
 onstart:
     PLAN.write_dataset_files(config["cohort"] if config["cohort"] != "demo" else config["demo"]["path"])
     if config["model"]["checkpoint"]:  # here, not at parsing: every job parses, and this imports torch
-        from wmhflow.infer import require_checkpoint_window
+        from wmhflow.fcn.infer import require_checkpoint_window
 
         require_checkpoint_window(config["model"]["checkpoint"], config["requantize"]["window"])
 

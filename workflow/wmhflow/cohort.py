@@ -252,7 +252,7 @@ def _tsv(path: Path) -> list[dict]:
 
 
 def _validate_tsv_rows(records: list[dict], path: Path) -> None:
-    """Check each row against workflow/schemas/subjects.schema.yaml (JSON schema), one line per problem."""
+    """Check each row against workflow/wmhflow/schemas/subjects.schema.yaml (JSON schema), one line per problem."""
     import jsonschema
     import yaml
 
@@ -266,7 +266,7 @@ def _validate_tsv_rows(records: list[dict], path: Path) -> None:
 
 
 def _schema_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "schemas" / "subjects.schema.yaml"
+    return Path(__file__).resolve().parent / "schemas" / "subjects.schema.yaml"
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -387,31 +387,6 @@ def discover(cohort, layout: str = "auto", images: str = "pre", bids_reference: 
         rows = _tsv(path)
     log.info("cohort %s (%s layout): %d subjects", path, layout, len(rows))
     return _finish(rows, path)
-
-
-def subjects_for_workflow(config: dict, workdir=".") -> pd.DataFrame:
-    """The subjects table the Snakefile uses: demo cohort generated if needed, splits assigned."""
-    workdir = Path(workdir)
-    results = (workdir / config.get("results", "results")).resolve()
-    cohort = config["cohort"]
-    layout = config.get("cohort_layout", "auto")
-    if cohort == "demo":
-        from .synth import ensure_demo_cohort
-
-        demo = config.get("demo", {})
-        cohort = ensure_demo_cohort(workdir / demo.get("path", "demo_cohort"), demo.get("subjects", 18),
-                                    demo.get("seed", 0))
-        layout = "challenge"
-    cohort = workdir / cohort
-    if cohort.resolve() == results:
-        # results/sub-*/ would then be read back as BIDS subjects on the next run.
-        raise ConfigError("results", f"{results} is the input cohort's own folder; choose another output folder")
-    table = discover(cohort, layout, config.get("challenge_images", "pre"), config.get("bids_reference", ""),
-                     exclude=[results])
-    table = select(table, config.get("participant_label"), config.get("exclude_participant_label"),
-                   config.get("session_label"), config.get("exclude_session_label"))
-    splits = config.get("splits", {})
-    return assign_splits(table, splits.get("train_per_site", 10), splits.get("seed", 0))
 
 
 # ---------------------------------------------------------------------------------- deep checks

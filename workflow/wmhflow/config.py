@@ -1,8 +1,8 @@
 """The workflow's configuration, checked strictly at planning so that a mistake names its config key.
 
-- Strict: every object of ``workflow/schemas/config.schema.yaml`` forbids unknown keys, so a typo
+- Strict: every object of ``workflow/wmhflow/schemas/config.schema.yaml`` forbids unknown keys, so a typo
   (``tophatt``) is an error with a suggestion instead of being ignored. ``train.overrides`` accepts
-  exactly the settings of :data:`wmhflow.train.PRESETS` (its schema is derived from them here, so a
+  exactly the settings of :data:`wmhflow.fcn.train.PRESETS` (its schema is derived from them here, so a
   setting added to the presets is accepted without editing the schema).
 - Integers are integers: ``area: 25.0`` is refused (JSON schema would take 25.0 as an integer and
   the job would fail later, naming an output file).
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import ast
 import copy
 import difflib
 from pathlib import Path
@@ -23,7 +22,7 @@ import yaml
 
 from .errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 #: Limits of some training settings beyond their type (applied to the keys the presets have).
 OVERRIDE_LIMITS = {
     "iterations": {"minimum": 1}, "batch_size": {"minimum": 1}, "crop": {"minimum": 0},
@@ -37,16 +36,8 @@ OVERRIDE_LIMITS = {
 
 # ---------------------------------------------------------------------------------- the schema
 def training_presets() -> dict:
-    """``wmhflow.train.PRESETS``, read from train.py's source when it is a literal (planning then does not
-    import torch, ~2 s), else imported. tests/test_config.py checks both ways agree."""
-    source = Path(__file__).with_name("train.py").read_text()
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PRESETS" for t in node.targets):
-            try:
-                return ast.literal_eval(node.value)
-            except ValueError:
-                break
-    from .train import PRESETS
+    """:data:`wmhflow.fcn.presets.PRESETS` (a module without torch, so planning stays light)."""
+    from .fcn.presets import PRESETS
 
     return PRESETS
 

@@ -134,7 +134,7 @@ def write_sidecar(image_path, sources, named_as=None, **parameters) -> Path:
     path to name it explicitly. ``named_as``: where the image will be placed when ``image_path`` is a
     staging place (``wmhflow infer-batch``): URIs are written as seen from there.
     """
-    from .io import atomic_output
+    from .atomic import atomic_output
 
     path = sidecar_path(image_path)
     sources = [s for s in sources if s]

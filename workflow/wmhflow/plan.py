@@ -15,7 +15,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .paths import derivative_name, prefix_label, sidecar_path
-from .slices import required_volumes
+from .fcn.slices import required_volumes
 
 #: (suffix, desc) of the preprocessing artifacts each subject gets.
 PREPROCESSED = (("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "quant"), ("T1w", "quant"),

@@ -21,7 +21,7 @@ from .checks import check_images
 from .errors import InputError, WmhflowError
 from .io import load_nifti, save_like, voxels
 from .paths import bids_path, sidecar_path
-from .calibration import DEFAULT_THRESHOLD
+from .fcn.calibration import DEFAULT_THRESHOLD
 from .preprocess.bias import CONTROL_POINTS, ITERATIONS, SHRINK
 from .preprocess.quantize import (HIGH_PCT, LOW_PCT, WINDOW, add_window_arguments, check_window_arguments,
                                   describe, model_window)
@@ -56,7 +56,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
     ``window``: the requantization window; "auto" = the one the model was trained with.
     ``batch_size``, ``crop_margin``: None = infer's defaults (imported here, with torch, only when run).
     """
-    from . import infer
+    from .fcn import infer
     from .preprocess.align import align_t1_to_flair
     from .preprocess.bias import n4_correct_array
     from .preprocess.quantize import requantize_array
@@ -146,7 +146,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
 
 
 def add_arguments(parser) -> None:
-    from .infer import add_network_arguments, add_postprocessing_arguments
+    from .fcn.infer import add_network_arguments, add_postprocessing_arguments
 
     parser.add_argument("--flair", required=True, help="FLAIR NIfTI (the output grid)")
     parser.add_argument("--t1", help="T1 NIfTI (any grid: registered onto the FLAIR when needed)")
@@ -169,8 +169,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from .device import set_threads
-    from .infer import check_postprocessing_arguments
+    from .fcn.device import set_threads
+    from .fcn.infer import check_postprocessing_arguments
 
     check_postprocessing_arguments(args)
     check_window_arguments(args, args.flair)

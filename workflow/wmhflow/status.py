@@ -108,7 +108,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     import yaml
 
-    from .cohort import subjects_for_workflow
+    from .workflow_subjects import subjects_for_workflow
     from .config import validate
     from .errors import ConfigError
     from .io import atomic_output

@@ -10,7 +10,7 @@
   is the subject-weighted average of the site means, Σ n_site · mean_site / Σ n_site (per metric,
   with n_site its defined values), which is the mean over all the model's subjects; its std and
   median are over all those subjects. Only the ``--split`` subjects count (default ``test``).
-  The metrics never produce NaN (see :mod:`wmhflow.metrics`), so ``_n`` equals ``subjects`` unless
+  The metrics never produce NaN (see :mod:`wmhflow.evaluation.metrics`), so ``_n`` equals ``subjects`` unless
   an input row was edited by hand.
 - ``model_comparison.tsv`` (the paper's Table 2): one row per model variant found in the metrics
   tables, with ``subjects`` and the mean of each metric. When the variants were not all evaluated on
@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import atomic_output
-from ..metrics import KEYS, METRICS
+from ..evaluation.metrics import KEYS, METRICS
 from ..paths import subject_session
 
 log = logging.getLogger(__name__)

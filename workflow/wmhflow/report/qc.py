@@ -5,7 +5,7 @@ have any, the middle slice when none has), in the paper's Fig. 5 colours over th
 positives yellow (1, 1, 0), false negatives green (0, 0.8, 0), false positives red (1, 0, 0).
 Without a reference, the outline of the predicted lesions alone, in red.
 
-The voxels are those the metrics score (:mod:`wmhflow.metrics`): the mask binarised the same way
+The voxels are those the metrics score (:mod:`wmhflow.evaluation.metrics`): the mask binarised the same way
 (> 0, or >= 0.5 for a floating-point image), reference label 1 as WMH, and the prediction zeroed on
 label 2 (other pathology), which is neither true nor false.
 
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from ..io import atomic_output, label_array, load_nifti, require_same_grid  # noqa: E402
-from ..metrics import binarize_prediction  # noqa: E402
+from ..evaluation.metrics import binarize_prediction  # noqa: E402
 
 TP, FN, FP = (1.0, 1.0, 0.0), (0.0, 0.8, 0.0), (1.0, 0.0, 0.0)
 DPI = 100

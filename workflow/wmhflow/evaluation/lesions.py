@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .io import atomic_output, load_nifti, require_same_grid
+from ..io import atomic_output, load_nifti, require_same_grid
 from .metrics import binarize_prediction
 
 COLUMNS = ["subject", "session", "lesion_id", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",

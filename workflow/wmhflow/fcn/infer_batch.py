@@ -18,8 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import staging
-from .errors import ConfigError, InputError, WmhflowError
+from .. import staging
+from ..errors import ConfigError, InputError, WmhflowError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def subjects_of(keys, flair, t1, tophat, probseg, mask) -> list[Subject]:
 def _read(subject: Subject, model_paths, metas, channels):
     """The background thread's part: a subject's volumes, checked (grid, dtype, the models' window)."""
     from .infer import load_volumes, require_models_window
-    from .preprocess.quantize import inputs_window
+    from ..preprocess.quantize import inputs_window
 
     volumes, flair_img = load_volumes(subject.flair, subject.t1, subject.tophat, channels)
     require_models_window(model_paths, metas, inputs_window([subject.flair, subject.t1]), subject.flair)

@@ -5,7 +5,7 @@ given (``subject``, ``site``, ``split``, ``model``), then the five challenge met
 ``h95_mm``, ``avd_pct``, ``lesion_recall``, ``lesion_f1``, then ``lesion_precision``, the voxel
 counts ``tp_voxels``, ``fp_voxels``, ``fn_voxels``, the volumes ``reference_ml``, ``predicted_ml``,
 the lesion counts ``reference_lesions``, ``predicted_lesions`` and ``remarks`` (why an edge case
-got the value it got; empty otherwise). Definitions and edge cases: :mod:`wmhflow.metrics`.
+got the value it got; empty otherwise). Definitions and edge cases: :mod:`wmhflow.evaluation.metrics`.
 
 A prediction that is not on the reference's voxel grid (shape and affine), an unreadable file or
 an unknown reference label is one line on stderr and exit code 2; nothing is written then.
@@ -20,7 +20,7 @@ import sys
 
 import pandas as pd
 
-from .io import atomic_output
+from ..io import atomic_output
 from .metrics import evaluate_files
 
 ID_COLUMNS = ("subject", "session", "site", "split", "model")

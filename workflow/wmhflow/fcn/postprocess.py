@@ -9,7 +9,7 @@
   ``min_depth_mm`` inside the head (the 8-bit FLAIR's non-zero region, physical distance to its
   surface) is scalp, skull marrow, orbit or a ghost, never a WMH. 0 turns a step off.
 
-Components are 26-connected, as the challenge counts lesions (:mod:`wmhflow.metrics`).
+Components are 26-connected, as the challenge counts lesions (:mod:`wmhflow.evaluation.metrics`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def dice_curve(probability: np.ndarray, reference: np.ndarray, grid=THRESHOLD_GR
     """Dice of ``probability >= t`` against reference label 1, for every t of ``grid``.
 
     Counts come from sorted probabilities (one sort instead of a pass over the volume per threshold).
-    Label 2 is ignored as in :func:`wmhflow.metrics.binarize`: predictions there do not count.
+    Label 2 is ignored as in :func:`wmhflow.evaluation.metrics.binarize`: predictions there do not count.
     """
     probability, reference = np.asarray(probability), np.asarray(reference)
     if probability.shape != reference.shape:
@@ -60,37 +60,6 @@ def choose_threshold(probabilities, references, grid=THRESHOLD_GRID) -> dict:
     half = float(np.mean([dice_curve(p, r, [0.5])[0] for p, r in zip(probabilities, references)]))
     return {"threshold": grid[best], "dice": float(mean[best]), "dice_at_0.5": half, "subjects": len(probabilities),
             "grid": grid, "mean_dice": [round(float(d), 4) for d in mean]}
-
-
-def calibrate_model(model, subjects, channels, device="cpu", tta_modes=("none", "flip")) -> dict | None:
-    """Thresholds for each test-time augmentation, from the validation subjects' files.
-
-    ``subjects``: (8-bit FLAIR, T1, top-hat, reference) paths, as training reads them. Inference runs
-    exactly as ``wmhflow infer`` runs it (head cropping, the flip along the image's own left-right
-    axis). None when there is no validation subject.
-    """
-    from .infer import left_right_axis, load_volumes, predict_volume
-    from .io import load_nifti
-
-    subjects = list(subjects)
-    if not subjects:
-        log.info("no validation subject: the model keeps the default threshold %.2f", DEFAULT_THRESHOLD)
-        return None
-    volumes, references = [], []
-    for flair, t1, tophat, reference in subjects:
-        vols, flair_img = load_volumes(flair, t1, tophat, channels)
-        volumes.append((vols, left_right_axis(flair_img.affine)))
-        references.append(np.rint(np.asarray(load_nifti(reference, "reference").dataobj, np.float32)))
-    result = {"criterion": CRITERION, "subjects": len(subjects), "thresholds": {}}
-    for mode in tta_modes:
-        probabilities = [predict_volume(model, vols, channels, device, "auto", 8, tta=mode, flip_axis=axis)
-                         for vols, axis in volumes]
-        chosen = choose_threshold(probabilities, references)
-        result["thresholds"][mode] = chosen["threshold"]
-        result[mode] = {k: chosen[k] for k in ("threshold", "dice", "dice_at_0.5", "grid", "mean_dice")}
-        log.info("calibration (tta %s) on %d validation subject(s): threshold %.2f, Dice %.3f (%.3f at 0.5)",
-                 mode, len(subjects), chosen["threshold"], chosen["dice"], chosen["dice_at_0.5"])
-    return result
 
 
 def stored_threshold(meta: dict, tta: str):

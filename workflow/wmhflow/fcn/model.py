@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import __version__
-from .errors import ConfigError, InputError
+from .. import __version__
+from ..errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def build_model(side_maps: int = 16, pretrained: str = "none", allow_download: b
 
 def save_model(path, model: VGGFCN, meta: dict) -> Path:
     """Write the weights and what is needed to use them (channels, side maps, config) atomically."""
-    from .io import atomic_output
+    from ..io import atomic_output
 
     meta = dict(meta, side_maps=model.side_maps, wmhflow_version=__version__)
     with atomic_output(path) as tmp:

@@ -36,11 +36,11 @@ import torch
 
 from .calibration import DEFAULT_THRESHOLD, stored_threshold
 from .device import autocast_dtype, pick_device, prepare, set_threads
-from .errors import ConfigError, InputError
-from .io import load_nifti, require_same_grid, save_like
+from ..errors import ConfigError, InputError
+from ..io import load_nifti, require_same_grid, save_like
 from .model import load_model
 from .postprocess import clean_mask, voxel_volume_mm3
-from .preprocess.quantize import inputs_window, model_window, require_model_window
+from ..preprocess.quantize import inputs_window, model_window, require_model_window
 from .slices import colour_slices, required_volumes, to_input
 
 log = logging.getLogger(__name__)

@@ -189,7 +189,7 @@ def evaluate_files(reference_path, prediction_path) -> dict:
     :data:`wmhflow.io.GRID_ATOL`) is refused, since it would be scored against the wrong voxels.
     Reference labels must be whole numbers among 0, 1, 2.
     """
-    from .io import label_array, load_nifti, require_same_grid
+    from ..io import label_array, load_nifti, require_same_grid
 
     reference = load_nifti(reference_path, "reference")
     prediction = load_nifti(prediction_path, "prediction")

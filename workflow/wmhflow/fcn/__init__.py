@@ -1,0 +1,1 @@
+"""The FCN stage: network, its inputs, training, inference and mask post-processing."""
