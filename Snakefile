@@ -14,6 +14,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/check.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
+
+
 # segment.subjects_per_job: one segment job per subject, or one per chunk of subjects (docs/cluster.md §7)
 if PLAN.subjects_per_job == 1:
 
@@ -23,18 +25,20 @@ else:
 
     include: "workflow/rules/segment_chunked.smk"
 
+
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         PLAN.all_targets(),
-    default_target: True
 
 
 rule preprocess:
     """Only the per-subject preprocessing (aligned, N4, 8-bit, top-hat) of every subject."""
+
     # a function: the ~6 names a subject are then built only when this rule is the target, not
     # parsed into Snakemake's file objects on every call (a few seconds at 10,000 subjects)
     input:

@@ -54,9 +54,19 @@ VALIDATION = "Shifted3T"
 def make_cohort(work: Path, train_per_site: int, test_per_site: int, shifted_test: int, validation: int, seed: int):
     """The benchmark's subjects table (subject, site, group, split, flair, t1, reference), generated once."""
     table_path = work / "cohort.tsv"
-    stamp = {"train": train_per_site, "test": test_per_site, "shifted": shifted_test, "validation": validation,
-             "seed": seed, "generator": 2}
-    if table_path.is_file() and (work / "cohort.json").is_file() and json.loads((work / "cohort.json").read_text()) == stamp:
+    stamp = {
+        "train": train_per_site,
+        "test": test_per_site,
+        "shifted": shifted_test,
+        "validation": validation,
+        "seed": seed,
+        "generator": 2,
+    }
+    if (
+        table_path.is_file()
+        and (work / "cohort.json").is_file()
+        and json.loads((work / "cohort.json").read_text()) == stamp
+    ):
         return pd.read_csv(table_path, sep="\t", dtype=str)
     # seeds far from the demo's (0) so that no benchmark subject is a demo subject
     seen = synth.write_cohort(work / "cohort", 3 * (train_per_site + test_per_site), seed=1000 + seed, sites=SEEN)
@@ -100,16 +110,27 @@ def preprocess(row, work: Path, window: str) -> dict:
         t1 = voxels(align_t1_to_flair(flair, load_nifti(row.t1, "T1"), "auto", row.t1, row.flair))
         for key, data in (("t1", t1), ("flair", voxels(flair))):  # FLAIR last: it marks a complete subject
             save_like(n4_correct_array(flair, data)[0], flair, corrected[key], np.float32)
-    volumes = {key: requantize_array(np.asarray(nib.load(corrected[key]).dataobj, np.float32), window=window)
-               for key in ("flair", "t1")}
+    volumes = {
+        key: requantize_array(np.asarray(nib.load(corrected[key]).dataobj, np.float32), window=window)
+        for key in ("flair", "t1")
+    }
     volumes["tophat"] = area_tophat(volumes["flair"])
     for key in ("t1", "tophat", "flair"):  # FLAIR last: its presence marks a complete subject
         save_like(volumes[key], flair, out[key], np.uint8)
     return {k: str(p) for k, p in out.items()}
 
 
-def train_model(name, preset, channels, train_rows, work: Path, threads: int, iterations=None,
-                from_checkpoint=False, window="tissue"):
+def train_model(
+    name,
+    preset,
+    channels,
+    train_rows,
+    work: Path,
+    threads: int,
+    iterations=None,
+    from_checkpoint=False,
+    window="tissue",
+):
     """Train (or reuse) one model; returns (model path, timing dict)."""
     from wmhflow.fcn.train import train
 
@@ -125,18 +146,31 @@ def train_model(name, preset, channels, train_rows, work: Path, threads: int, it
     load_before = os.getloadavg()
     cpu_before = os.times()
     tic = time.perf_counter()
-    rows = train([r["flair"] for r in train_rows], [r["t1"] for r in train_rows], [r["tophat"] for r in train_rows],
-                 [r["reference"] for r in train_rows], out_dir, {"name": "fcn2d", "channels": channels},
-                 train_config, "auto", threads)
+    rows = train(
+        [r["flair"] for r in train_rows],
+        [r["t1"] for r in train_rows],
+        [r["tophat"] for r in train_rows],
+        [r["reference"] for r in train_rows],
+        out_dir,
+        {"name": "fcn2d", "channels": channels},
+        train_config,
+        "auto",
+        threads,
+    )
     seconds = time.perf_counter() - tic
     cpu_after = os.times()
     done = int(rows[-1][0]) if rows else 0
-    timing = {"iterations": done, "train_seconds": round(seconds, 1),
-              "seconds_per_iteration": round(seconds / max(done, 1), 3),
-              "process_cpu_seconds": round((cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system), 1),
-              "load_average_before": [round(x, 2) for x in load_before],
-              "load_average_after": [round(x, 2) for x in os.getloadavg()], "threads": threads,
-              "cpu": _cpu_name(), "avx512": _has_avx512()}
+    timing = {
+        "iterations": done,
+        "train_seconds": round(seconds, 1),
+        "seconds_per_iteration": round(seconds / max(done, 1), 3),
+        "process_cpu_seconds": round((cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system), 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "threads": threads,
+        "cpu": _cpu_name(),
+        "avx512": _has_avx512(),
+    }
     # CPU share this process got: cpu seconds / (wall seconds x threads); below 1 = contention
     timing["cpu_share_of_threads"] = round(timing["process_cpu_seconds"] / max(seconds * threads, 1e-9), 2)
     timing_file.write_text(json.dumps(timing, indent=2))
@@ -157,8 +191,17 @@ def checkpoint_model(out_dir: Path, preset, channels, window):
     model = build_model(16, "none")
     model.load_state_dict(state["model"])
     settings = resolve_config({"preset": preset})
-    path = save_model(out_dir / "model_partial.pt", model, {"name": "fcn2d", "channels": channels, "train": settings, "requantize": window,
-                                                            "iterations": state["iteration"]})
+    path = save_model(
+        out_dir / "model_partial.pt",
+        model,
+        {
+            "name": "fcn2d",
+            "channels": channels,
+            "train": settings,
+            "requantize": window,
+            "iterations": state["iteration"],
+        },
+    )
     rows = state["rows"]
     batch = int(settings["batch_size"])
     seconds = 0.0
@@ -166,11 +209,16 @@ def checkpoint_model(out_dir: Path, preset, channels, window):
     for it, _, _, speed, _ in rows:  # time of each logged interval: iterations x batch / slices per s
         seconds += (it - previous) * batch / max(speed, 1e-9)
         previous = it
-    timing = {"iterations": int(state["iteration"]), "of_iterations": int(settings["iterations"]),
-              "partial": True, "train_seconds": round(seconds, 1),
-              "seconds_per_iteration": round(seconds / max(previous, 1), 3),
-              "load_average_at_scoring": [round(x, 2) for x in os.getloadavg()], "cpu": _cpu_name(),
-              "avx512": _has_avx512()}
+    timing = {
+        "iterations": int(state["iteration"]),
+        "of_iterations": int(settings["iterations"]),
+        "partial": True,
+        "train_seconds": round(seconds, 1),
+        "seconds_per_iteration": round(seconds / max(previous, 1), 3),
+        "load_average_at_scoring": [round(x, 2) for x in os.getloadavg()],
+        "cpu": _cpu_name(),
+        "avx512": _has_avx512(),
+    }
     return path, timing
 
 
@@ -191,8 +239,9 @@ def _has_avx512() -> bool:
         return False
 
 
-def score(model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), ttas=("none",)
-          ) -> dict[tuple, list[dict]]:
+def score(
+    model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), ttas=("none",)
+) -> dict[tuple, list[dict]]:
     """Segment and score each test subject with the model: {(tta, threshold, min_depth_mm): rows}.
 
     One FCN pass per subject and test-time augmentation serves every post-processing variant.
@@ -215,17 +264,36 @@ def score(model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), t
         ref = nib.load(r["reference"])
         labels = np.rint(np.asarray(ref.dataobj, np.float32)).astype(np.int16)
         for tta in ttas:
-            prob = predict_volume(model, volumes, channels, "auto", "auto", 8, crop_margin=16, tta=tta,
-                                  flip_axis=flip_axis)
+            prob = predict_volume(
+                model, volumes, channels, "auto", "auto", 8, crop_margin=16, tta=tta, flip_axis=flip_axis
+            )
             for spec, depth in [(s, d) for t, s, d in out if t == tta]:
                 cut = cuts[tta, spec]
                 mask, _ = make_mask(prob, volumes["flair"], ref.header.get_zooms()[:3], cut, min_depth_mm=depth)
                 metrics = evaluate_arrays(labels, mask, ref.affine)
-                out[tta, spec, depth].append({"subject": r["subject"], "site": r["site"], "group": r["group"],
-                                              "tta": tta, "threshold": cut, **metrics})
-                log.info("%s %s (tta %s, threshold %s, min depth %g mm): Dice %.3f H95 %.1f AVD %.1f recall %.2f "
-                         "F1 %.2f", r["site"], r["subject"], tta, spec, depth, metrics["dice"], metrics["h95_mm"],
-                         metrics["avd_pct"], metrics["lesion_recall"], metrics["lesion_f1"])
+                out[tta, spec, depth].append(
+                    {
+                        "subject": r["subject"],
+                        "site": r["site"],
+                        "group": r["group"],
+                        "tta": tta,
+                        "threshold": cut,
+                        **metrics,
+                    }
+                )
+                log.info(
+                    "%s %s (tta %s, threshold %s, min depth %g mm): Dice %.3f H95 %.1f AVD %.1f recall %.2f F1 %.2f",
+                    r["site"],
+                    r["subject"],
+                    tta,
+                    spec,
+                    depth,
+                    metrics["dice"],
+                    metrics["h95_mm"],
+                    metrics["avd_pct"],
+                    metrics["lesion_recall"],
+                    metrics["lesion_f1"],
+                )
     return out
 
 
@@ -233,28 +301,41 @@ def summarise(frame: pd.DataFrame) -> dict:
     """Mean of each challenge metric (over subjects) per site and per group, with subject counts."""
     summary = {}
     for key, by in (("per_site", "site"), ("per_group", "group")):
-        summary[key] = {name: {"subjects": int(len(g)), **{m: round(float(g[m].mean()), 4) for m in METRICS}}
-                        for name, g in frame.groupby(by)}
+        summary[key] = {
+            name: {"subjects": int(len(g)), **{m: round(float(g[m].mean()), 4) for m in METRICS}}
+            for name, g in frame.groupby(by)
+        }
     return summary
 
 
 def record_run(run, rows, preset, channels, protocol, window, depth, train_subjects, timing, csv_path, json_path):
     """Replace the run's rows in the CSV and its summary in the JSON; print the per-group means."""
     scored = pd.DataFrame(rows)
-    for i, (key, value) in enumerate((("run", run), ("preset", preset), ("channels", channels),
-                                      ("protocol", protocol))):
+    for i, (key, value) in enumerate(
+        (("run", run), ("preset", preset), ("channels", channels), ("protocol", protocol))
+    ):
         scored.insert(i, key, value)
     old = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame()
     if len(old):
         old = old[old["run"] != run]
     pd.concat([old, scored], ignore_index=True).to_csv(csv_path, index=False)
     summary = json.loads(json_path.read_text()) if json_path.is_file() else {}
-    summary[run] = {"preset": preset, "channels": channels, "protocol": protocol, "window": window,
-                    "min_depth_mm": depth, "train_subjects": train_subjects, "timing": timing, **summarise(scored)}
+    summary[run] = {
+        "preset": preset,
+        "channels": channels,
+        "protocol": protocol,
+        "window": window,
+        "min_depth_mm": depth,
+        "train_subjects": train_subjects,
+        "timing": timing,
+        **summarise(scored),
+    }
     json_path.write_text(json.dumps(summary, indent=2))
     for group, values in summary[run]["per_group"].items():
-        print(f"{run:60s} {group:14s} n={values['subjects']:2d} " +
-              " ".join(f"{m}={values[m]:.3f}" for m in METRICS), flush=True)
+        print(
+            f"{run:60s} {group:14s} n={values['subjects']:2d} " + " ".join(f"{m}={values[m]:.3f}" for m in METRICS),
+            flush=True,
+        )
 
 
 def main(argv=None) -> int:
@@ -271,17 +352,38 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=str(REPO / "benchmarks" / "work" / "accuracy"))
     parser.add_argument("--results", default=str(RESULTS))
-    parser.add_argument("--window", default="tissue", choices=("tissue", "percentile"),
-                        help="requantization window (wmhflow.preprocess.quantize); percentile: the first runs'")
-    parser.add_argument("--min-depth-mm", type=float, nargs="+", default=[0.0],
-                        help="post-processing depths to score (wmhflow.fcn.postprocess); one FCN pass for all")
-    parser.add_argument("--thresholds", nargs="+", default=["auto"],
-                        help="mask thresholds to score: auto (the model's calibrated one) and/or numbers")
-    parser.add_argument("--tta", nargs="+", default=["none"], choices=("none", "flip"),
-                        help="test-time augmentations to score (segment.tta); one FCN pass each")
+    parser.add_argument(
+        "--window",
+        default="tissue",
+        choices=("tissue", "percentile"),
+        help="requantization window (wmhflow.preprocess.quantize); percentile: the first runs'",
+    )
+    parser.add_argument(
+        "--min-depth-mm",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="post-processing depths to score (wmhflow.fcn.postprocess); one FCN pass for all",
+    )
+    parser.add_argument(
+        "--thresholds",
+        nargs="+",
+        default=["auto"],
+        help="mask thresholds to score: auto (the model's calibrated one) and/or numbers",
+    )
+    parser.add_argument(
+        "--tta",
+        nargs="+",
+        default=["none"],
+        choices=("none", "flip"),
+        help="test-time augmentations to score (segment.tta); one FCN pass each",
+    )
     parser.add_argument("--tag", default="", help="suffix of the run's name (e.g. a variant under test)")
-    parser.add_argument("--from-checkpoint", action="store_true",
-                        help="score the last checkpoint of a training that has not finished (marked partial)")
+    parser.add_argument(
+        "--from-checkpoint",
+        action="store_true",
+        help="score the last checkpoint of a training that has not finished (marked partial)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from wmhflow.fcn.device import set_threads
@@ -289,8 +391,9 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    cohort = make_cohort(work, args.train_per_site, args.test_per_site, args.shifted_test, args.validation_subjects,
-                         args.seed)
+    cohort = make_cohort(
+        work, args.train_per_site, args.test_per_site, args.shifted_test, args.validation_subjects, args.seed
+    )
     rows = []
     tic = time.perf_counter()
     for r in cohort.itertuples():
@@ -312,18 +415,44 @@ def main(argv=None) -> int:
     for preset in args.presets:
         for channels in args.channels:
             for protocol_name, train_rows, test_rows in runs:
-                tags = ([] if args.window == "percentile" else [f"window-{args.window}"]) + ([args.tag] if args.tag else [])
+                tags = ([] if args.window == "percentile" else [f"window-{args.window}"]) + (
+                    [args.tag] if args.tag else []
+                )
                 run = "|".join([preset, channels, protocol_name, *tags])
                 name = run.replace("|", "_").replace(",", "-").replace("/", "_")
                 log.info("run %s: training on %d subjects", run, len(train_rows))
-                model_path, timing = train_model(name, preset, channels, train_rows, work, args.threads, args.iterations,
-                                                 args.from_checkpoint, args.window)
+                model_path, timing = train_model(
+                    name,
+                    preset,
+                    channels,
+                    train_rows,
+                    work,
+                    args.threads,
+                    args.iterations,
+                    args.from_checkpoint,
+                    args.window,
+                )
                 scored = score(model_path, test_rows, args.threads, args.min_depth_mm, args.thresholds, args.tta)
                 for (tta, spec, depth), variant_rows in scored.items():
-                    variant = (run + (f"|tta-{tta}" if tta != "none" else "") + (f"|threshold-{spec}" if spec != "auto" else "")
-                               + (f"|depth-{depth:g}mm" if depth else ""))
-                    record_run(variant, variant_rows, preset, channels, protocol_name, args.window, depth,
-                               len(train_rows), timing, csv_path, json_path)
+                    variant = (
+                        run
+                        + (f"|tta-{tta}" if tta != "none" else "")
+                        + (f"|threshold-{spec}" if spec != "auto" else "")
+                        + (f"|depth-{depth:g}mm" if depth else "")
+                    )
+                    record_run(
+                        variant,
+                        variant_rows,
+                        preset,
+                        channels,
+                        protocol_name,
+                        args.window,
+                        depth,
+                        len(train_rows),
+                        timing,
+                        csv_path,
+                        json_path,
+                    )
     return 0
 
 

@@ -37,8 +37,20 @@ def env_with_venv() -> dict:
 
 
 def snakemake(workdir: Path, configfile: Path, *targets) -> float:
-    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--configfile", str(configfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(configfile),
+    ]
     started = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv())
     if run.returncode != 0:
@@ -64,21 +76,28 @@ def main() -> None:
         root = Path(tmp)
         table = write_cohort(root / "cohort", subjects=args.subjects, seed=args.seed, small=True)
         torch.manual_seed(0)
-        model = save_model(root / "model.pt", build_model(side_maps=16),
-                           {"requantize": "tissue", "name": "bench", "channels": "flair,t1,tophat"})
+        model = save_model(
+            root / "model.pt",
+            build_model(side_maps=16),
+            {"requantize": "tissue", "name": "bench", "channels": "flair,t1,tophat"},
+        )
         base = {"cohort": str(root / "cohort"), "results": "out", "splits": {"train_per_site": 0.01}}
         variants = {"single": 1, "chunked": args.per_job}
         configs = {}
         for name, per_job in variants.items():
             configs[name] = root / f"{name}.json"
-            configs[name].write_text(json.dumps(dict(base, model={"name": name, "checkpoint": str(model)},
-                                                     segment={"subjects_per_job": per_job})))
+            configs[name].write_text(
+                json.dumps(
+                    dict(base, model={"name": name, "checkpoint": str(model)}, segment={"subjects_per_job": per_job})
+                )
+            )
         preprocess_s = snakemake(root, configs["single"], "preprocess")
         rows = []
         for name, per_job in variants.items():
             # only the masks: evaluation, lesion tables and QC are the same jobs in both variants
-            targets = [f"out/sub-{s}/anat/sub-{s}_space-FLAIR_label-WMH_desc-{name}_mask.nii.gz"
-                       for s in table["subject"]]
+            targets = [
+                f"out/sub-{s}/anat/sub-{s}_space-FLAIR_label-WMH_desc-{name}_mask.nii.gz" for s in table["subject"]
+            ]
             wall = snakemake(root, configs[name], *targets)
             noop = snakemake(root, configs[name], *targets)
             masks = sorted((root / "out").glob(f"sub-*/anat/*_label-WMH_desc-{name}_mask.json"))
@@ -88,12 +107,21 @@ def main() -> None:
             # the call is Snakemake's scheduling and, chunked, the local placing jobs
             job_files = list((root / "out/benchmarks").glob(f"segment*_{name}/**/*.tsv"))
             jobs_s = sum(float(pd.read_csv(f, sep="\t")["s"].iloc[0]) for f in job_files)
-            rows.append({"variant": name, "subjects_per_job": per_job, "subjects": n, "wall_s": round(wall, 2),
-                         "call_overhead_s": round(noop, 2), "wall_per_subject_s": round((wall - noop) / n, 2),
-                         "fcn_per_subject_s": round(sum(fcn) / n, 2),
-                         "fixed_per_subject_s": round((wall - noop - sum(fcn)) / n, 2),
-                         "gpu_rule_jobs": len(job_files), "gpu_rule_s_per_subject": round(jobs_s / n, 2),
-                         "rest_per_subject_s": round((wall - noop - jobs_s) / n, 2)})
+            rows.append(
+                {
+                    "variant": name,
+                    "subjects_per_job": per_job,
+                    "subjects": n,
+                    "wall_s": round(wall, 2),
+                    "call_overhead_s": round(noop, 2),
+                    "wall_per_subject_s": round((wall - noop) / n, 2),
+                    "fcn_per_subject_s": round(sum(fcn) / n, 2),
+                    "fixed_per_subject_s": round((wall - noop - sum(fcn)) / n, 2),
+                    "gpu_rule_jobs": len(job_files),
+                    "gpu_rule_s_per_subject": round(jobs_s / n, 2),
+                    "rest_per_subject_s": round((wall - noop - jobs_s) / n, 2),
+                }
+            )
         one = rows[0]["fixed_per_subject_s"]
         for row in rows:
             row["fixed_vs_one_per_job"] = round(row["fixed_per_subject_s"] / one, 3) if one else None

@@ -4,7 +4,8 @@ Writes benchmarks/results/dryrun.csv (or --out). With ``--old <checkout>`` (e.g.
 earlier commit) every cohort is planned by both versions, alternating old/new ``--repeats`` times on
 the same files, and the CSV gets their ratio: the side-by-side measurement issue 13 asks for. With
 ``--profile <json>`` the planning of the first cohort size also runs once under cProfile (each version)
-and the JSON gets the top entries, grouped into Snakemake's phases and wmhflow's own code. The cohort is a WMH-challenge tree or a BIDS dataset (two
+and the JSON gets the top entries, grouped into Snakemake's phases and wmhflow's own code. The cohort
+is a WMH-challenge tree or a BIDS dataset (two
 sessions per subject) of tiny but real NIfTI files: planning reads only file names, so voxel content
 does not matter here. For a BIDS cohort it also times BIDS discovery alone with wmhflow's glob
 (``cohort.discover``) and, when installed, with pybids (``BIDSLayout`` + ``get``) and bids2table:
@@ -98,17 +99,31 @@ def checkout_label(checkout: Path) -> str:
 def slurm_plugin_import_seconds() -> float | None:
     """What every snakemake call pays before planning when the SLURM executor plugin is installed (its
     import runs `scontrol show config`, ~9 s when a SLURM client finds no controller); None: not installed."""
-    code = "import time, importlib.util as u; t = time.perf_counter(); " \
-           "m = u.find_spec('snakemake_executor_plugin_slurm'); m and __import__(m.name); " \
-           "print(time.perf_counter() - t if m else -1)"
+    code = (
+        "import time, importlib.util as u; t = time.perf_counter(); "
+        "m = u.find_spec('snakemake_executor_plugin_slurm'); m and __import__(m.name); "
+        "print(time.perf_counter() - t if m else -1)"
+    )
     seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout or -1)
     return None if seconds < 0 else round(seconds, 2)
 
 
 def plan_command(snakefile: Path, tmp: Path, quiet: bool = True) -> list[str]:
-    return ["-m", "snakemake", "-n", *(["--quiet"] if quiet else []), "all", "-s", str(snakefile),
-            "--directory", str(tmp), "--config", f"cohort={tmp / 'cohort'}", "results=results",
-            "model={name: fcn2d, checkpoint: " + str(tmp / "model.pt") + "}"]
+    return [
+        "-m",
+        "snakemake",
+        "-n",
+        *(["--quiet"] if quiet else []),
+        "all",
+        "-s",
+        str(snakefile),
+        "--directory",
+        str(tmp),
+        "--config",
+        f"cohort={tmp / 'cohort'}",
+        "results=results",
+        "model={name: fcn2d, checkpoint: " + str(tmp / "model.pt") + "}",
+    ]
 
 
 def time_plan(checkout: Path, tmp: Path) -> tuple[float, float]:
@@ -117,8 +132,9 @@ def time_plan(checkout: Path, tmp: Path) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(checkout / "workflow")}  # its own wmhflow, not the installed one
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, *plan_command(checkout / "Snakefile", tmp)], capture_output=True,
-                         text=True, env=env)
+    run = subprocess.run(
+        [sys.executable, *plan_command(checkout / "Snakefile", tmp)], capture_output=True, text=True, env=env
+    )
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
@@ -127,18 +143,19 @@ def time_plan(checkout: Path, tmp: Path) -> tuple[float, float]:
 
 
 #: where a profile entry belongs, by the first pattern its function's file:line(name) matches
-PHASES = (("SLURM executor plugin import (scontrol)", "snakemake_executor_plugin_slurm/__init__.py:1(<module>)"),
-          ("parsing the Snakefile (our global code, target lists)", "Snakefile:1(<module>)"),
-          ("DAG: jobs, their inputs and dependencies", "dag.py:1159(update)"),
-          ("DAG: which jobs must run (existence, mtimes)", "dag.py:1411(update_needrun)"),
-          ("DAG: conda environment of every job", "dag.py:380(update_conda_envs)"),
-          ("DAG: directory outputs check", "dag.py:315(check_directory_outputs)"),
-          ("dry-run printing of every job (log_info)", "jobs.py:1061(log_info)"),
-          ("  of which: resources of every job (expand_resources)", "rules.py:1066(expand_resources)"),
-          ("  of which: shell command formatted 3x a job", "jobs.py:615(shellcmd)"),
-          ("input/params/resource functions via Snakemake (apply_input_function)",
-           "rules.py:659(apply_input_function)"),
-          ("wmhflow's own code, own time (input/params functions, target lists, cohort)", "/wmhflow/"))
+PHASES = (
+    ("SLURM executor plugin import (scontrol)", "snakemake_executor_plugin_slurm/__init__.py:1(<module>)"),
+    ("parsing the Snakefile (our global code, target lists)", "Snakefile:1(<module>)"),
+    ("DAG: jobs, their inputs and dependencies", "dag.py:1159(update)"),
+    ("DAG: which jobs must run (existence, mtimes)", "dag.py:1411(update_needrun)"),
+    ("DAG: conda environment of every job", "dag.py:380(update_conda_envs)"),
+    ("DAG: directory outputs check", "dag.py:315(check_directory_outputs)"),
+    ("dry-run printing of every job (log_info)", "jobs.py:1061(log_info)"),
+    ("  of which: resources of every job (expand_resources)", "rules.py:1066(expand_resources)"),
+    ("  of which: shell command formatted 3x a job", "jobs.py:615(shellcmd)"),
+    ("input/params/resource functions via Snakemake (apply_input_function)", "rules.py:659(apply_input_function)"),
+    ("wmhflow's own code, own time (input/params functions, target lists, cohort)", "/wmhflow/"),
+)
 
 
 def profile_plan(checkout: Path, tmp: Path, top: int = 25) -> dict:
@@ -147,14 +164,24 @@ def profile_plan(checkout: Path, tmp: Path, top: int = 25) -> dict:
     stats_file = tmp / "plan.prof"
     env = {**os.environ, "PYTHONPATH": str(checkout / "workflow")}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats_file), *plan_command(checkout / "Snakefile", tmp)],
-                   check=True, capture_output=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(stats_file), *plan_command(checkout / "Snakefile", tmp)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     wall = time.perf_counter() - start
     stats = pstats.Stats(str(stats_file)).stats
     entries = []
     for (file, line, name), (_, calls, own, cumulative, _) in stats.items():
-        entries.append({"function": f"{file.split('site-packages/')[-1]}:{line}({name})", "calls": calls,
-                        "own_s": round(own, 3), "cumulative_s": round(cumulative, 3)})
+        entries.append(
+            {
+                "function": f"{file.split('site-packages/')[-1]}:{line}({name})",
+                "calls": calls,
+                "own_s": round(own, 3),
+                "cumulative_s": round(cumulative, 3),
+            }
+        )
     total = max(e["cumulative_s"] for e in entries)
     phases = {}
     for phase, pattern in PHASES:
@@ -163,11 +190,15 @@ def profile_plan(checkout: Path, tmp: Path, top: int = 25) -> dict:
             phases[phase] = round(sum(e["own_s"] for e in matching), 2)
         else:
             phases[phase] = round(max((e["cumulative_s"] for e in matching), default=0.0), 2)
-    return {"checkout": checkout_label(checkout), "profiled_wall_s": round(wall, 1), "profiled_total_s": total,
-            "note": "cProfile roughly doubles the run time; the shares, not the seconds, carry over",
-            "phases_cumulative_s": phases,
-            "top_by_own_time": sorted(entries, key=lambda e: -e["own_s"])[:top],
-            "top_by_cumulative_time": sorted(entries, key=lambda e: -e["cumulative_s"])[:top]}
+    return {
+        "checkout": checkout_label(checkout),
+        "profiled_wall_s": round(wall, 1),
+        "profiled_total_s": total,
+        "note": "cProfile roughly doubles the run time; the shares, not the seconds, carry over",
+        "phases_cumulative_s": phases,
+        "top_by_own_time": sorted(entries, key=lambda e: -e["own_s"])[:top],
+        "top_by_cumulative_time": sorted(entries, key=lambda e: -e["cumulative_s"])[:top],
+    }
 
 
 def main() -> int:
@@ -175,11 +206,19 @@ def main() -> int:
     # 5,000 and 10,000: cohort scale (issue 13); ~3 and ~6 x the 1,000-subject time if planning is linear
     parser.add_argument("--subjects", type=int, nargs="+", default=[100, 1000, 5000, 10000])
     parser.add_argument("--layout", choices=("challenge", "bids"), default="challenge")
-    parser.add_argument("--old", type=Path, help="another checkout (a git worktree of an earlier commit) to plan "
-                                                 "the same cohorts with, alternating with this one")
+    parser.add_argument(
+        "--old",
+        type=Path,
+        help="another checkout (a git worktree of an earlier commit) to plan "
+        "the same cohorts with, alternating with this one",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="old/new pairs per cohort size (with --old)")
-    parser.add_argument("--profile", type=Path, help="also profile the planning of the first cohort size once "
-                                                     "(each version); write the top entries to this JSON")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also profile the planning of the first cohort size once "
+        "(each version); write the top entries to this JSON",
+    )
     parser.add_argument("--out", help="default: benchmarks/results/dryrun.csv (dryrun_bids.csv for bids)")
     args = parser.parse_args()
     versions = [("new", REPO)] + ([("old", args.old.resolve())] if args.old else [])
@@ -198,8 +237,12 @@ def main() -> int:
                 fake_cohort(tmp / "cohort", n)
             (tmp / "model.pt").write_bytes(b"")  # planning only: the file must exist, not be valid
             if args.profile and n == args.subjects[0]:
-                report = {"subjects": n, "layout": args.layout, "slurm_plugin_import_s": slurm_import,
-                          **{name: profile_plan(checkout, tmp) for name, checkout in versions}}
+                report = {
+                    "subjects": n,
+                    "layout": args.layout,
+                    "slurm_plugin_import_s": slurm_import,
+                    **{name: profile_plan(checkout, tmp) for name, checkout in versions},
+                }
                 args.profile.parent.mkdir(parents=True, exist_ok=True)
                 args.profile.write_text(json.dumps(report, indent=1) + "\n")
                 print(f"wrote {args.profile}")
@@ -207,22 +250,39 @@ def main() -> int:
             cpu = {name: [] for name, _ in versions}
             for repeat in range(args.repeats if args.old else 1):
                 # old first in odd pairs, new first in even ones: neither always gets the warmer cache
-                for name, checkout in (versions[::-1] if repeat % 2 == 0 else versions):
+                for name, checkout in versions[::-1] if repeat % 2 == 0 else versions:
                     seconds, cpu_seconds = time_plan(checkout, tmp)
                     times[name].append(seconds)
                     cpu[name].append(cpu_seconds)
-                    rows.append({"layout": args.layout, "subjects": n, "what": f"snakemake -n {name} ({labels[name]})",
-                                 "run": repeat + 1, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
-                                 "ms_per_subject": round(1000 * seconds / n, 1),
-                                 "slurm_plugin_import_s": slurm_import})
-                    print(f"snakemake -n, {args.layout}, {n} subjects, {name} ({labels[name]}): {seconds:.1f} s "
-                          f"({cpu_seconds:.1f} s CPU)")
+                    rows.append(
+                        {
+                            "layout": args.layout,
+                            "subjects": n,
+                            "what": f"snakemake -n {name} ({labels[name]})",
+                            "run": repeat + 1,
+                            "seconds": round(seconds, 2),
+                            "cpu_seconds": round(cpu_seconds, 2),
+                            "ms_per_subject": round(1000 * seconds / n, 1),
+                            "slurm_plugin_import_s": slurm_import,
+                        }
+                    )
+                    print(
+                        f"snakemake -n, {args.layout}, {n} subjects, {name} ({labels[name]}): {seconds:.1f} s "
+                        f"({cpu_seconds:.1f} s CPU)"
+                    )
             if args.old:
                 old, new = min(times["old"]), min(times["new"])
                 old_cpu, new_cpu = min(cpu["old"]), min(cpu["new"])
-                rows.append({"layout": args.layout, "subjects": n, "what": "ratio old/new (best of each)",
-                             "seconds": round(old / new, 2), "cpu_seconds": round(old_cpu / new_cpu, 2),
-                             "slurm_plugin_import_s": slurm_import})
+                rows.append(
+                    {
+                        "layout": args.layout,
+                        "subjects": n,
+                        "what": "ratio old/new (best of each)",
+                        "seconds": round(old / new, 2),
+                        "cpu_seconds": round(old_cpu / new_cpu, 2),
+                        "slurm_plugin_import_s": slurm_import,
+                    }
+                )
                 print(f"  {n} subjects: old/new = {old / new:.2f}x wall, {old_cpu / new_cpu:.2f}x CPU")
     out = Path(args.out or REPO / f"benchmarks/results/dryrun{'_bids' if args.layout == 'bids' else ''}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ import argparse
 import copy
 import csv
 import os
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,17 +44,24 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from wmhflow.fcn import infer, presets, train  # noqa: E402
 from wmhflow.fcn.model import build_model  # noqa: E402
+from wmhflow.fcn.slices import colour_slices, to_input  # noqa: E402
 from wmhflow.preprocess.headmask import head_mask_array  # noqa: E402
 from wmhflow.preprocess.quantize import requantize_array  # noqa: E402
 from wmhflow.preprocess.tophat import area_tophat  # noqa: E402
-from wmhflow.fcn.slices import colour_slices, to_input  # noqa: E402
 
 ROWS: list[dict] = []
 
 
 def row(case, metric, value, unit, note=""):
-    ROWS.append({"case": case, "metric": metric, "value": value if isinstance(value, str) else round(float(value), 4),
-                 "unit": unit, "note": note})
+    ROWS.append(
+        {
+            "case": case,
+            "metric": metric,
+            "value": value if isinstance(value, str) else round(float(value), 4),
+            "unit": unit,
+            "note": note,
+        }
+    )
     print(f"{case:28s} {metric:18s} {ROWS[-1]['value']!s:>12} {unit:10s} {note}", flush=True)
 
 
@@ -70,7 +77,7 @@ def best_time(fn, repeats):
 def matmul_peak(dtype=torch.float32, n=4096, repeats=5):
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)
-    return 2.0 * n ** 3 / best_time(lambda: torch.mm(a, b), repeats) / 1e9
+    return 2.0 * n**3 / best_time(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 _FLOPS = {}
@@ -95,8 +102,18 @@ def forward_flops(model, height, width, batch=1, executed=True):
 def analytic_flops(height, width, side_maps=16):
     """The same count by hand: every convolution's multiply-adds x 2 (checks the counter)."""
     h, w = height + (-height) % 8, width + (-width) % 8
-    convs = [(3, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 2), (128, 256, 4), (256, 256, 4), (256, 256, 4),
-             (256, 512, 8), (512, 512, 8), (512, 512, 8)]
+    convs = [
+        (3, 64, 1),
+        (64, 64, 1),
+        (64, 128, 2),
+        (128, 128, 2),
+        (128, 256, 4),
+        (256, 256, 4),
+        (256, 256, 4),
+        (256, 512, 8),
+        (512, 512, 8),
+        (512, 512, 8),
+    ]
     macs = sum(cin * cout * 9 * (h // s) * (w // s) for cin, cout, s in convs)
     macs += sum(c * side_maps * 9 * (h // s) * (w // s) for c, s in ((64, 1), (128, 2), (256, 4), (512, 8)))
     macs += 4 * side_maps * 2 * h * w
@@ -125,7 +142,7 @@ def slice_loop(model, images, chunk, channels_last, amp=None):
     model = model.to(memory_format=fmt)
     with torch.inference_mode(), torch.autocast("cpu", dtype=amp, enabled=amp is not None):
         for i in range(0, len(images), chunk):
-            x = to_input(images[i:i + chunk]).contiguous(memory_format=fmt)
+            x = to_input(images[i : i + chunk]).contiguous(memory_format=fmt)
             model(x)
 
 
@@ -192,10 +209,20 @@ def main() -> int:
     model = build_model().eval()
     paper_slice = forward_flops(model, args.size, args.size, executed=False)
     per_slice = forward_flops(model, args.size, args.size)
-    row("forward", "paper_flops_per_slice", paper_slice / 1e9, "GFLOP", f"FlopCounterMode, the paper's layers; by "
-        f"hand {analytic_flops(args.size, args.size) / 1e9:.3f}")
-    row("forward", "paper_flops_per_volume", paper_slice * args.slices / 1e12, "TFLOP",
-        f"{args.slices} whole {args.size}^2 slices")
+    row(
+        "forward",
+        "paper_flops_per_slice",
+        paper_slice / 1e9,
+        "GFLOP",
+        f"FlopCounterMode, the paper's layers; by hand {analytic_flops(args.size, args.size) / 1e9:.3f}",
+    )
+    row(
+        "forward",
+        "paper_flops_per_volume",
+        paper_slice * args.slices / 1e12,
+        "TFLOP",
+        f"{args.slices} whole {args.size}^2 slices",
+    )
     row("forward", "flops_per_slice", per_slice / 1e9, "GFLOP", "as run: side layers folded into the fusion")
     full = per_slice * args.slices
     row("forward", "flops_per_volume", full / 1e12, "TFLOP", "as run; GFLOP/s and % of peak below count these")
@@ -203,18 +230,24 @@ def main() -> int:
     # layouts and chunk sizes on whole slices (a subset, extrapolated to the volume)
     images = colour_slices(volumes, channels)
     middle = args.slices // 2
-    sweep = images[middle - args.sweep_slices // 2: middle - args.sweep_slices // 2 + args.sweep_slices]
+    sweep = images[middle - args.sweep_slices // 2 : middle - args.sweep_slices // 2 + args.sweep_slices]
     slice_loop(model, sweep[:1], 1, True)  # warm-up
     cases = [("layout/nchw_chunk4", 4, False, None), ("layout/channels_last_chunk4", 4, True, None)]
     cases += [(f"chunk/channels_last_{c}", c, True, None) for c in (1, 2, 8, 16) if c <= len(sweep)]
     cases += [("chunk/channels_last_4_bf16", 4, True, torch.bfloat16)]
     for name, chunk, cl, amp in cases:
         local = local_peak(name)
-        seconds = best_time(lambda: slice_loop(model, sweep, chunk, cl, amp), 2)
+        seconds = best_time(lambda: slice_loop(model, sweep, chunk, cl, amp), 2)  # noqa: B023 (called here)
         volume_seconds = seconds / len(sweep) * args.slices
         row(name, "seconds_volume", volume_seconds, "s", f"{len(sweep)} slices timed, x {args.slices / len(sweep):g}")
         row(name, "gflop_per_s", full / volume_seconds / 1e9, "GFLOP/s")
-        row(name, "pct_of_peak", 100 * full / volume_seconds / 1e9 / local, "%", "of the fp32 matmul peak measured just before")
+        row(
+            name,
+            "pct_of_peak",
+            100 * full / volume_seconds / 1e9 / local,
+            "%",
+            "of the fp32 matmul peak measured just before",
+        )
 
     # whole-volume inference as the workflow runs it
     def run_volume(name, **kwargs):
@@ -232,7 +265,13 @@ def main() -> int:
         row(name, "seconds_volume", seconds, "s", f"batch {kwargs.get('batch_size', 4)}")
         row(name, "tflop_run", total / 1e12, "TFLOP", f"{100 * total / full:.0f}% of the whole-slice volume")
         row(name, "gflop_per_s", total / seconds / 1e9, "GFLOP/s")
-        row(name, "pct_of_peak", 100 * total / seconds / 1e9 / local, "%", "of the fp32 matmul peak measured just before")
+        row(
+            name,
+            "pct_of_peak",
+            100 * total / seconds / 1e9 / local,
+            "%",
+            "of the fp32 matmul peak measured just before",
+        )
         return prob, seconds
 
     reference, _ = run_volume("volume/no_crop_fp32", precision="fp32", crop=False)
@@ -255,9 +294,12 @@ def main() -> int:
     agreement("volume/crop_margin0_bf16", prob)
 
     # the whole per-volume path after N4: head mask + requantize + top-hat + FCN
-    for name, precision, margin in (("pipeline/fp32", "fp32", infer.CROP_MARGIN),
-                                    ("pipeline/bf16", "bf16", infer.CROP_MARGIN),
-                                    ("pipeline/fp32_margin0", "fp32", 0), ("pipeline/bf16_margin0", "bf16", 0)):
+    for name, precision, margin in (
+        ("pipeline/fp32", "fp32", infer.CROP_MARGIN),
+        ("pipeline/bf16", "bf16", infer.CROP_MARGIN),
+        ("pipeline/fp32_margin0", "fp32", 0),
+        ("pipeline/bf16_margin0", "bf16", 0),
+    ):
         start = time.perf_counter()
         vols = preprocess(flair_raw, t1_raw)
         pre = time.perf_counter() - start
@@ -270,8 +312,9 @@ def main() -> int:
     # training throughput with the demo preset's batch and crop
     demo = presets.PRESETS["demo"]
     train_images = images[np.asarray(head.any(axis=(0, 1)))]
-    train_labels = np.ascontiguousarray(np.where(labels == 2, train.IGNORE, labels).transpose(2, 0, 1)
-                                        [np.asarray(head.any(axis=(0, 1)))]).astype(np.uint8)
+    train_labels = np.ascontiguousarray(
+        np.where(labels == 2, train.IGNORE, labels).transpose(2, 0, 1)[np.asarray(head.any(axis=(0, 1)))]
+    ).astype(np.uint8)
     rng = np.random.default_rng(0)
     sampler = train.SliceSampler(train_images, train_labels, demo["crop"], demo["lesion_crop_fraction"], rng)
     torch.manual_seed(0)
@@ -281,10 +324,12 @@ def main() -> int:
 
     def step():
         x_np, y_np = sampler.batch(demo["batch_size"])
-        x, y = train.augment(to_input(x_np), torch.from_numpy(y_np.astype(np.int64)), rng, demo["scale_range"],
-                             demo["rotation_degrees"])
-        loss = torch.nn.functional.cross_entropy(net(x.contiguous(memory_format=torch.channels_last)), y,
-                                                 weight=weight, ignore_index=train.IGNORE)
+        x, y = train.augment(
+            to_input(x_np), torch.from_numpy(y_np.astype(np.int64)), rng, demo["scale_range"], demo["rotation_degrees"]
+        )
+        loss = torch.nn.functional.cross_entropy(
+            net(x.contiguous(memory_format=torch.channels_last)), y, weight=weight, ignore_index=train.IGNORE
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -295,21 +340,36 @@ def main() -> int:
         step()
     seconds = time.perf_counter() - start
     speed = args.train_iterations * demo["batch_size"] / seconds
-    row("train/demo", "slices_per_s", speed, "slices/s",
+    row(
+        "train/demo",
+        "slices_per_s",
+        speed,
+        "slices/s",
         f"batch {demo['batch_size']}, crop {demo['crop']}, {args.train_iterations} iterations; "
-        f"demo's {demo['iterations']} iterations ~ {demo['iterations'] * demo['batch_size'] / speed / 60:.1f} min")
+        f"demo's {demo['iterations']} iterations ~ {demo['iterations'] * demo['batch_size'] / speed / 60:.1f} min",
+    )
 
     # peak memory of inference alone, in a fresh process that imports only what inference needs
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "volumes.npz"
         np.savez(path, **volumes)
-        result = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(path), channels, str(REPO / "workflow")],
-                                capture_output=True, text=True, check=True, env=dict(os.environ, OMP_NUM_THREADS="2"))
+        result = subprocess.run(
+            [sys.executable, "-c", MEMORY_CHILD, str(path), channels, str(REPO / "workflow")],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, OMP_NUM_THREADS="2"),
+        )
         before, after, maxrss = map(float, result.stdout.split())
     row("memory", "peak_rss_before_fcn", before, "MiB", "fresh process: imports + model + 8-bit volumes (VmHWM)")
     row("memory", "peak_rss_inference", after, "MiB", "same process after predict_volume (fp32, batch 4, crop; VmHWM)")
-    row("memory", "getrusage_maxrss", maxrss, "MiB", "same, ru_maxrss: includes the benchmark process it was "
-        "spawned from, so an upper bound")
+    row(
+        "memory",
+        "getrusage_maxrss",
+        maxrss,
+        "MiB",
+        "same, ru_maxrss: includes the benchmark process it was spawned from, so an upper bound",
+    )
 
     row("peak", "fp32_matmul_end", matmul_peak(), "GFLOP/s", "again at the end")
     row("machine", "load_average_end", load_average(), "1/5/15 min", "at end (shared machine: timings are noisy)")

@@ -38,10 +38,10 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from wmhflow.fcn import calibration, infer, train
-    from wmhflow.io import load_nifti
     from wmhflow.evaluation.metrics import METRICS, evaluate_arrays
+    from wmhflow.fcn import infer, train
     from wmhflow.fcn.model import load_model
+    from wmhflow.io import load_nifti
     from wmhflow.paths import bids_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,21 +61,27 @@ def main(argv=None) -> int:
     n_val = int(meta.get("train", {}).get("validation_subjects", 1))
     train_ids = subjects.loc[subjects["split"] == "train", "subject"].tolist()
     val_ids, test_ids = train_ids[:n_val], subjects.loc[subjects["split"] == "test", "subject"].tolist()
-    test_ids = test_ids[:args.max_test_subjects]
+    test_ids = test_ids[: args.max_test_subjects]
     rows = []
 
     def files(subject):
         row = subjects.set_index("subject").loc[subject]
-        return (str(bids_path(results, subject, "FLAIR", desc="quant")), str(bids_path(results, subject, "T1w", desc="quant")),
-                str(bids_path(results, subject, "FLAIR", desc="tophat")), row["reference"])
+        return (
+            str(bids_path(results, subject, "FLAIR", desc="quant")),
+            str(bids_path(results, subject, "T1w", desc="quant")),
+            str(bids_path(results, subject, "FLAIR", desc="tophat")),
+            row["reference"],
+        )
 
     cal = meta.get("calibration") or train.calibrate_model(model, [files(s) for s in val_ids], channels, "cpu")
     others = [load_model(p) for p in args.ensemble_with]
-    for path, (other, other_meta) in zip(args.ensemble_with, others):
+    for other, other_meta in others:
         if not other_meta.get("calibration"):
             other_meta["calibration"] = train.calibrate_model(other, [files(s) for s in val_ids], channels, "cpu")
-    ensemble_threshold = {mode: float(np.mean([cal["thresholds"][mode]] + [m["calibration"]["thresholds"][mode]
-                                                                           for _, m in others])) for mode in ("none", "flip")}
+    ensemble_threshold = {
+        mode: float(np.mean([cal["thresholds"][mode]] + [m["calibration"]["thresholds"][mode] for _, m in others]))
+        for mode in ("none", "flip")
+    }
 
     def load(subject):
         flair, t1, tophat, reference = files(subject)
@@ -85,7 +91,9 @@ def main(argv=None) -> int:
 
     configs = [("one model", [model], "none"), ("one model", [model], "flip")]
     if others:
-        configs += [(f"ensemble of {1 + len(others)}", [model] + [m for m, _ in others], mode) for mode in ("none", "flip")]
+        configs += [
+            (f"ensemble of {1 + len(others)}", [model] + [m for m, _ in others], mode) for mode in ("none", "flip")
+        ]
     probabilities, seconds = {}, {}
     for split, ids in (("validation", val_ids), ("test", test_ids)):
         for subject in ids:
@@ -93,8 +101,9 @@ def main(argv=None) -> int:
             axis = infer.left_right_axis(flair_img.affine)
             for name, models, mode in configs:
                 started = time.perf_counter()
-                prob = infer.predict_volume(models, volumes, channels, "cpu", "fp32", 8, crop_margin=16, tta=mode,
-                                            flip_axis=axis)
+                prob = infer.predict_volume(
+                    models, volumes, channels, "cpu", "fp32", 8, crop_margin=16, tta=mode, flip_axis=axis
+                )
                 if split == "test":
                     seconds.setdefault((name, mode), []).append(time.perf_counter() - started)
                 probabilities[(split, subject, name, mode)] = (prob, volumes["flair"], flair_img, ref)
@@ -106,8 +115,16 @@ def main(argv=None) -> int:
             mask, _ = infer.make_mask(prob, flair, img.header.get_zooms()[:3], threshold, min_mm3, min_depth)
             values.append(evaluate_arrays(ref, mask, img.affine))
         frame = pd.DataFrame(values)
-        row = {"case": case, "split": split, "subjects": len(ids), "tta": mode, "models": name,
-               "threshold": round(threshold, 3), "min_lesion_mm3": min_mm3, "min_depth_mm": min_depth}
+        row = {
+            "case": case,
+            "split": split,
+            "subjects": len(ids),
+            "tta": mode,
+            "models": name,
+            "threshold": round(threshold, 3),
+            "min_lesion_mm3": min_mm3,
+            "min_depth_mm": min_depth,
+        }
         row.update({k: round(float(frame[k].mean()), 4) for k in METRICS})
         row["note"] = note
         rows.append(row)
@@ -128,12 +145,26 @@ def main(argv=None) -> int:
                 score(split, ids, "one model", mode, cal["thresholds"][mode], 0, depth, "min depth in head")
     base = seconds[("one model", "none")]
     for (name, mode), values in seconds.items():
-        rows.append({"case": "cost", "split": "test", "subjects": len(values), "tta": mode, "models": name,
-                     "note": f"FCN {np.mean(values):.2f} s per subject (CPU, {args.threads} threads), "
-                             f"{np.mean(values) / np.mean(base):.2f}x one model without flips"})
+        rows.append(
+            {
+                "case": "cost",
+                "split": "test",
+                "subjects": len(values),
+                "tta": mode,
+                "models": name,
+                "note": f"FCN {np.mean(values):.2f} s per subject (CPU, {args.threads} threads), "
+                f"{np.mean(values) / np.mean(base):.2f}x one model without flips",
+            }
+        )
         print(rows[-1], flush=True)
-    rows.append({"case": "calibration", "split": "validation", "subjects": len(val_ids),
-                 "note": f"thresholds {cal['thresholds']} ({cal['criterion']})"})
+    rows.append(
+        {
+            "case": "calibration",
+            "split": "validation",
+            "subjects": len(val_ids),
+            "note": f"thresholds {cal['thresholds']} ({cal['criterion']})",
+        }
+    )
     write_rows(rows, args.out)
     return 0
 

@@ -59,8 +59,11 @@ def known_field(shape, amplitude=0.3, seed=5) -> np.ndarray:
     log_field = np.zeros(shape, np.float32)
     for _ in range(4):
         freq, phase = rng.uniform(0.3, 1.2, 3), rng.uniform(0, 2 * np.pi, 3)
-        term = (np.cos(freq[0] * axes[0] + phase[0])[:, None, None] * np.cos(freq[1] * axes[1] + phase[1])[None, :, None]
-                * np.cos(freq[2] * axes[2] + phase[2])[None, None, :])
+        term = (
+            np.cos(freq[0] * axes[0] + phase[0])[:, None, None]
+            * np.cos(freq[1] * axes[1] + phase[1])[None, :, None]
+            * np.cos(freq[2] * axes[2] + phase[2])[None, None, :]
+        )
         log_field += rng.uniform(-1, 1) * term
     return (log_field * amplitude / np.abs(log_field).max()).astype(np.float32)
 
@@ -92,11 +95,27 @@ def main() -> int:
         return round(float(np.std(a) / np.mean(a)), 4)
 
     before = float(np.std(log_field[tissue]))
-    print(f"volume {clean.shape}, applied field: residual_bias {before:.4f}, cv_tissue {cv(biased[bright])}, "
-          f"cv_clean {cv(clean[bright])}", flush=True)
-    rows = [{"setting": "no correction (biased input)", "shrink": "", "iterations": "", "control_points": "",
-             "seconds": 0.0, "cpu_seconds": 0.0, "residual_bias": round(before, 4), "field_corr": "",
-             "cv_tissue": cv(biased[bright]), "cv_clean": cv(clean[bright]), "threads": "", "load_1min": load1()}]
+    print(
+        f"volume {clean.shape}, applied field: residual_bias {before:.4f}, cv_tissue {cv(biased[bright])}, "
+        f"cv_clean {cv(clean[bright])}",
+        flush=True,
+    )
+    rows = [
+        {
+            "setting": "no correction (biased input)",
+            "shrink": "",
+            "iterations": "",
+            "control_points": "",
+            "seconds": 0.0,
+            "cpu_seconds": 0.0,
+            "residual_bias": round(before, 4),
+            "field_corr": "",
+            "cv_tissue": cv(biased[bright]),
+            "cv_clean": cv(clean[bright]),
+            "threads": "",
+            "load_1min": load1(),
+        }
+    ]
     out = Path(args.out)
     kept_reference = None
     if args.no_reference and out.is_file():
@@ -112,10 +131,20 @@ def main() -> int:
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         residual = float(np.std(np.log(np.maximum(corrected[tissue], 1e-3) / clean[tissue])))
         corr = float(np.corrcoef(np.log(field[tissue]), log_field[tissue])[0, 1])
-        row = {"setting": label, "shrink": "x".join(map(str, shrink)), "iterations": "x".join(map(str, iterations)),
-               "control_points": control_points, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
-               "residual_bias": round(residual, 4), "field_corr": round(corr, 3), "cv_tissue": cv(corrected[bright]),
-               "cv_clean": cv(clean[bright]), "threads": args.threads, "load_1min": load1()}
+        row = {
+            "setting": label,
+            "shrink": "x".join(map(str, shrink)),
+            "iterations": "x".join(map(str, iterations)),
+            "control_points": control_points,
+            "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu, 2),
+            "residual_bias": round(residual, 4),
+            "field_corr": round(corr, 3),
+            "cv_tissue": cv(corrected[bright]),
+            "cv_clean": cv(clean[bright]),
+            "threads": args.threads,
+            "load_1min": load1(),
+        }
         rows.append(row)
         print(", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)

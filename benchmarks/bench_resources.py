@@ -55,22 +55,83 @@ def measure(cmd: list[str]) -> tuple[float, float]:
 
 def rule_commands(d: Path, flair: Path, t1: Path, model: Path) -> dict:
     w = str(Path(sys.executable).parent / "wmhflow")
-    o = {name: str(d / f"{name}.nii.gz") for name in
-         ("aligned", "n4_flair", "n4_t1", "quant_flair", "quant_t1", "tophat", "probseg", "mask")}
+    o = {
+        name: str(d / f"{name}.nii.gz")
+        for name in ("aligned", "n4_flair", "n4_t1", "quant_flair", "quant_t1", "tophat", "probseg", "mask")
+    }
     return {  # the rules' commands, in order, with their threads (profiles/local: rule threads)
-        "check_subject": [w, "check", "--subject", "x", "--flair", str(flair), f"--t1={t1}", "--output",
-                          str(d / "check.json")],
+        "check_subject": [
+            w,
+            "check",
+            "--subject",
+            "x",
+            "--flair",
+            str(flair),
+            f"--t1={t1}",
+            "--output",
+            str(d / "check.json"),
+        ],
         "align_t1": [w, "align-t1", "--flair", str(flair), "--t1", str(t1), "--output", o["aligned"], "--threads", "2"],
-        "bias_correct_FLAIR": [w, "bias-correct", "--input", str(flair), "--output", o["n4_flair"], "--role", "FLAIR",
-                               "--threads", "2"],
-        "bias_correct_T1w": [w, "bias-correct", "--input", o["aligned"], "--output", o["n4_t1"], "--role", "T1w",
-                             "--threads", "2"],
-        "requantize_FLAIR": [w, "requantize", "--input", o["n4_flair"], "--output", o["quant_flair"], "--role", "FLAIR"],
+        "bias_correct_FLAIR": [
+            w,
+            "bias-correct",
+            "--input",
+            str(flair),
+            "--output",
+            o["n4_flair"],
+            "--role",
+            "FLAIR",
+            "--threads",
+            "2",
+        ],
+        "bias_correct_T1w": [
+            w,
+            "bias-correct",
+            "--input",
+            o["aligned"],
+            "--output",
+            o["n4_t1"],
+            "--role",
+            "T1w",
+            "--threads",
+            "2",
+        ],
+        "requantize_FLAIR": [
+            w,
+            "requantize",
+            "--input",
+            o["n4_flair"],
+            "--output",
+            o["quant_flair"],
+            "--role",
+            "FLAIR",
+        ],
         "requantize_T1w": [w, "requantize", "--input", o["n4_t1"], "--output", o["quant_t1"], "--role", "T1w"],
         "tophat": [w, "tophat", "--input", o["quant_flair"], "--output", o["tophat"]],
-        "segment": [w, "infer", "--flair", o["quant_flair"], "--t1", o["quant_t1"], "--tophat", o["tophat"],
-                    "--model", str(model), "--probseg", o["probseg"], "--mask", o["mask"], "--device", "cpu",
-                    "--batch-size", "8", "--crop-margin", "16", "--threads", "2"],
+        "segment": [
+            w,
+            "infer",
+            "--flair",
+            o["quant_flair"],
+            "--t1",
+            o["quant_t1"],
+            "--tophat",
+            o["tophat"],
+            "--model",
+            str(model),
+            "--probseg",
+            o["probseg"],
+            "--mask",
+            o["mask"],
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--crop-margin",
+            "16",
+            "--threads",
+            "2",
+        ],
     }
 
 
@@ -86,8 +147,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         row = write_cohort(root / "cohort", subjects=1, seed=args.seed).iloc[0]
-        model = save_model(root / "m.pt", build_model(side_maps=16),
-                           {"requantize": "tissue", "name": "m", "channels": "flair,t1,tophat"})
+        model = save_model(
+            root / "m.pt",
+            build_model(side_maps=16),
+            {"requantize": "tissue", "name": "m", "channels": "flair,t1,tophat"},
+        )
         sizes = {"2d_3mm": (Path(row.flair), Path(row.t1))}
         fine = root / "fine"
         fine.mkdir()
@@ -100,8 +164,15 @@ def main() -> int:
             mvoxels = float(np.prod(nib.load(str(flair)).shape[:3])) / 1e6
             for rule, cmd in rule_commands(work, flair, t1, model).items():
                 rss, wall = measure(cmd)
-                rows.append({"rule": rule, "size": size, "mvoxels": round(mvoxels, 2), "max_rss_mb": round(rss, 1),
-                             "wall_s": round(wall, 2)})
+                rows.append(
+                    {
+                        "rule": rule,
+                        "size": size,
+                        "mvoxels": round(mvoxels, 2),
+                        "max_rss_mb": round(rss, 1),
+                        "wall_s": round(wall, 2),
+                    }
+                )
                 print(rows[-1], flush=True)
     by_rule = {}
     for r in rows:
@@ -109,8 +180,15 @@ def main() -> int:
     for rule, (small, large) in by_rule.items():
         per_mvoxel = (large["max_rss_mb"] - small["max_rss_mb"]) / (large["mvoxels"] - small["mvoxels"])
         fixed = small["max_rss_mb"] - per_mvoxel * small["mvoxels"]
-        rows.append({"rule": rule, "size": "fit", "fixed_mb": round(fixed, 1), "per_mvoxel_mb": round(per_mvoxel, 1),
-                     "wall_s_per_mvoxel": round(large["wall_s"] / large["mvoxels"], 2)})
+        rows.append(
+            {
+                "rule": rule,
+                "size": "fit",
+                "fixed_mb": round(fixed, 1),
+                "per_mvoxel_mb": round(per_mvoxel, 1),
+                "wall_s_per_mvoxel": round(large["wall_s"] / large["mvoxels"], 2),
+            }
+        )
         print(rows[-1])
     write_rows(rows, args.out)
     return 0

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from results_csv import write_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,15 +50,22 @@ def skimage_opening(volume, area, connectivity):
 def diplib_opening(volume, area, connectivity):
     import diplib as dip
 
-    return np.stack([np.asarray(dip.AreaOpening(dip.Image(np.ascontiguousarray(volume[:, :, k])), None, area,
-                                                connectivity)) for k in range(volume.shape[2])], axis=2)
+    return np.stack(
+        [
+            np.asarray(dip.AreaOpening(dip.Image(np.ascontiguousarray(volume[:, :, k])), None, area, connectivity))
+            for k in range(volume.shape[2])
+        ],
+        axis=2,
+    )
 
 
 def first_call_seconds(cold: bool) -> float:
     """Seconds for import + first call in a fresh process (numba cache in a fresh folder when ``cold``)."""
-    code = ("import time; t = time.perf_counter(); import numpy as np; "
-            "from wmhflow.preprocess.tophat import area_opening_slices; "
-            "area_opening_slices(np.zeros((32, 32, 2), np.uint8)); print(time.perf_counter() - t)")
+    code = (
+        "import time; t = time.perf_counter(); import numpy as np; "
+        "from wmhflow.preprocess.tophat import area_opening_slices; "
+        "area_opening_slices(np.zeros((32, 32, 2), np.uint8)); print(time.perf_counter() - t)"
+    )
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as cache:
         if cold:
@@ -100,27 +106,58 @@ def main() -> int:
                         start = time.perf_counter()
                         area_opening_slices(volume, args.area, connectivity, threads)
                         times[threads].append(time.perf_counter() - start)
-            exact = {threads: bool(np.array_equal(area_opening_slices(volume, args.area, connectivity, threads),
-                                                  reference)) for threads in (1, 2)}
+            exact = {
+                threads: bool(np.array_equal(area_opening_slices(volume, args.area, connectivity, threads), reference))
+                for threads in (1, 2)
+            }
             sk, dp = min(times["skimage"]), min(times["diplib"])
             for threads in (1, 2):
                 ours = min(times[threads])
-                rows.append({
-                    "volume": name, "shape": "x".join(map(str, volume.shape)), "area": args.area,
-                    "connectivity": connectivity, "threads": threads, "skimage_s": round(sk, 4),
-                    "diplib_s": round(dp, 4), "ours_s": round(ours, 5), "ratio_vs_skimage": round(sk / ours, 1),
-                    "ratio_diplib_vs_skimage": round(sk / dp, 1), "exact": exact[threads],
-                    "diplib_exact": bool(np.array_equal(dip_out, reference)), "load_1min": load1(),
-                })
-                print(f"{name}, connectivity {connectivity}, {threads} thread(s): scikit-image {sk:.3f} s, "
-                      f"DIPlib {dp:.3f} s, ours {ours * 1e3:.1f} ms = {sk / ours:.0f}x, exact {exact[threads]} "
-                      f"(load {load1():.1f})", flush=True)
-    for label, cold in (("first call in a fresh process, numba cache cold (compile)", True),
-                        ("first call in a fresh process, numba cache warm", False)):
+                rows.append(
+                    {
+                        "volume": name,
+                        "shape": "x".join(map(str, volume.shape)),
+                        "area": args.area,
+                        "connectivity": connectivity,
+                        "threads": threads,
+                        "skimage_s": round(sk, 4),
+                        "diplib_s": round(dp, 4),
+                        "ours_s": round(ours, 5),
+                        "ratio_vs_skimage": round(sk / ours, 1),
+                        "ratio_diplib_vs_skimage": round(sk / dp, 1),
+                        "exact": exact[threads],
+                        "diplib_exact": bool(np.array_equal(dip_out, reference)),
+                        "load_1min": load1(),
+                    }
+                )
+                print(
+                    f"{name}, connectivity {connectivity}, {threads} thread(s): scikit-image {sk:.3f} s, "
+                    f"DIPlib {dp:.3f} s, ours {ours * 1e3:.1f} ms = {sk / ours:.0f}x, exact {exact[threads]} "
+                    f"(load {load1():.1f})",
+                    flush=True,
+                )
+    for label, cold in (
+        ("first call in a fresh process, numba cache cold (compile)", True),
+        ("first call in a fresh process, numba cache warm", False),
+    ):
         seconds = first_call_seconds(cold)
-        rows.append({"volume": label, "shape": "32x32x2", "area": 25, "connectivity": 1, "threads": "",
-                     "skimage_s": "", "diplib_s": "", "ours_s": round(seconds, 3), "ratio_vs_skimage": "",
-                     "ratio_diplib_vs_skimage": "", "exact": "", "diplib_exact": "", "load_1min": load1()})
+        rows.append(
+            {
+                "volume": label,
+                "shape": "32x32x2",
+                "area": 25,
+                "connectivity": 1,
+                "threads": "",
+                "skimage_s": "",
+                "diplib_s": "",
+                "ours_s": round(seconds, 3),
+                "ratio_vs_skimage": "",
+                "ratio_diplib_vs_skimage": "",
+                "exact": "",
+                "diplib_exact": "",
+                "load_1min": load1(),
+            }
+        )
         print(f"{label}: {seconds:.2f} s", flush=True)
     write_rows(rows, args.out)
     return 0

@@ -64,20 +64,27 @@ def prepare(root: Path, subjects: int, seed: int) -> tuple[pd.DataFrame, Path]:
     from wmhflow.synth import write_cohort
 
     table = write_cohort(root / "cohort", subjects=subjects, seed=seed)
-    model = save_model(root / "bench.pt", build_model(side_maps=16),
-                       {"requantize": "tissue", "name": MODEL_NAME, "channels": "flair,t1,tophat"})
+    model = save_model(
+        root / "bench.pt",
+        build_model(side_maps=16),
+        {"requantize": "tissue", "name": MODEL_NAME, "channels": "flair,t1,tophat"},
+    )
     return table, model
 
 
 def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[float, list[dict]]:
     """Wall seconds of the whole snakemake call, and one row per rule from its benchmark: files."""
     from wmhflow import config as wmh_config
-    from wmhflow.workflow_subjects import subjects_for_workflow
     from wmhflow.plan import Plan
+    from wmhflow.workflow_subjects import subjects_for_workflow
 
-    config = {"cohort": str(root / "cohort"), "results": "out", "splits": {"train_per_site": 0.01},
-              "model": {"name": MODEL_NAME, "checkpoint": str(model)},
-              "segment": {"subjects_per_job": subjects_per_job}}
+    config = {
+        "cohort": str(root / "cohort"),
+        "results": "out",
+        "splits": {"train_per_site": 0.01},
+        "model": {"name": MODEL_NAME, "checkpoint": str(model)},
+        "segment": {"subjects_per_job": subjects_per_job},
+    }
     (root / "run.yaml").write_text(json.dumps(config))
     import yaml
 
@@ -90,8 +97,21 @@ def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[fl
     plan = Plan(full, subjects_for_workflow(full, workdir=str(workdir)))
     masks = [plan.mask(s) for s in plan.subjects.index]
     # targets first: --configfile takes every following word
-    cmd = [sys.executable, "-m", "snakemake", "preprocess", *masks, "-s", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", "--configfile", str(root / "run.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "preprocess",
+        *masks,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(root / "run.yaml"),
+    ]
     dry = subprocess.run(cmd + ["-n", "--quiet", "rules"], capture_output=True, text=True, env=env_with_venv())
     if dry.returncode != 0:
         raise SystemExit(f"snakemake -n failed:\n{dry.stdout[-3000:]}\n{dry.stderr[-3000:]}")
@@ -116,8 +136,15 @@ def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[fl
         files = glob.glob(str(rule_dir / "**" / "*.tsv"), recursive=True)
         frames = pd.concat([pd.read_csv(f, sep="\t") for f in files])
         rule = re.sub(rf"_{MODEL_NAME}$", "", rule_dir.name)
-        rows.append({"rule": rule, "jobs": len(files), "s": frames["s"].mean(), "max_rss_mb": frames["max_rss"].max(),
-                     "mean_rss_mb": frames["max_rss"].mean()})
+        rows.append(
+            {
+                "rule": rule,
+                "jobs": len(files),
+                "s": frames["s"].mean(),
+                "max_rss_mb": frames["max_rss"].max(),
+                "mean_rss_mb": frames["max_rss"].mean(),
+            }
+        )
     return wall, rows
 
 
@@ -145,8 +172,15 @@ def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float,
     logger.setLevel(logging.INFO)
     started = time.perf_counter()
     for row in table.itertuples():
-        segment_subject(row.flair, row.t1, str(model), root / "inproc", subject=f"b{row.subject}",
-                        keep_intermediates=True, threads=2)
+        segment_subject(
+            row.flair,
+            row.t1,
+            str(model),
+            root / "inproc",
+            subject=f"b{row.subject}",
+            keep_intermediates=True,
+            threads=2,
+        )
     wall = time.perf_counter() - started
     logger.removeHandler(handler)
     steps = pd.DataFrame(handler.runs).mean().to_dict()
@@ -155,20 +189,31 @@ def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float,
 
 def time_imports() -> list[dict]:
     rows = []
-    probe = ("import sys, time; t = time.perf_counter(); import {module}; "
-             "print(time.perf_counter() - t, ','.join(m for m in {heavy!r} if m in sys.modules))")
+    probe = (
+        "import sys, time; t = time.perf_counter(); import {module}; "
+        "print(time.perf_counter() - t, ','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
     for verb, module in VERB_MODULES.items():
         started = time.perf_counter()
-        run = subprocess.run([sys.executable, "-c", probe.format(module=module, heavy=HEAVY)],
-                             capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", probe.format(module=module, heavy=HEAVY)], capture_output=True, text=True, check=True
+        )
         wall = time.perf_counter() - started
         import_s, heavy = run.stdout.split(maxsplit=1) if " " in run.stdout.strip() else (run.stdout, "")
         # the whole command as a job runs it (console script, argument parsing), without the kernel
         started = time.perf_counter()
         subprocess.run([str(Path(sys.executable).parent / "wmhflow"), verb, "--help"], capture_output=True, check=True)
         help_s = time.perf_counter() - started
-        rows.append({"verb": verb, "module": module, "process_s": round(wall, 3), "import_s": round(float(import_s), 3),
-                     "help_s": round(help_s, 3), "heavy_imports": heavy.strip()})
+        rows.append(
+            {
+                "verb": verb,
+                "module": module,
+                "process_s": round(wall, 3),
+                "import_s": round(float(import_s), 3),
+                "help_s": round(help_s, 3),
+                "heavy_imports": heavy.strip(),
+            }
+        )
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"], check=True)
     rows.append({"verb": "(bare python)", "module": "", "process_s": round(time.perf_counter() - started, 3)})
@@ -177,9 +222,11 @@ def time_imports() -> list[dict]:
 
 def time_tophat_jit(quant_path: Path, workdir: Path) -> list[dict]:
     rows = []
-    code = ("import time; from wmhflow.io import load_nifti; import numpy as np; "
-            "from wmhflow.preprocess.tophat import area_tophat; d = np.asarray(load_nifti({p!r}).dataobj); "
-            "t = time.perf_counter(); area_tophat(d, 25, 1); print(time.perf_counter() - t)").format(p=str(quant_path))
+    code = (
+        "import time; from wmhflow.io import load_nifti; import numpy as np; "
+        f"from wmhflow.preprocess.tophat import area_tophat; d = np.asarray(load_nifti({str(quant_path)!r}).dataobj); "
+        "t = time.perf_counter(); area_tophat(d, 25, 1); print(time.perf_counter() - t)"
+    )
     for attempt in (1, 2):
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=workdir)
         rows.append({"process": attempt, "tophat_s": round(float(run.stdout.strip()), 3)})
@@ -209,9 +256,17 @@ def time_io(flair_path: Path, workdir: Path) -> list[dict]:
             started = time.perf_counter()
             np.asarray(nib.load(str(path)).dataobj)
             read_s = time.perf_counter() - started
-            rows.append({"dtype": dtype, "gzip_level": level, "nibabel_default": level == default_level,
-                         "write_s": round(write_s, 3), "read_s": round(read_s, 3),
-                         "mb": round(path.stat().st_size / 1e6, 2), "shape": "x".join(map(str, volume.shape))})
+            rows.append(
+                {
+                    "dtype": dtype,
+                    "gzip_level": level,
+                    "nibabel_default": level == default_level,
+                    "write_s": round(write_s, 3),
+                    "read_s": round(read_s, 3),
+                    "mb": round(path.stat().st_size / 1e6, 2),
+                    "shape": "x".join(map(str, volume.shape)),
+                }
+            )
     return rows
 
 
@@ -222,8 +277,12 @@ def main() -> int:
     parser.add_argument("--label", default="", help="a word for this code version (before / after)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/workflow_overhead.csv"))
     parser.add_argument("--keep", help="work in this directory and keep it (default: a temporary one)")
-    parser.add_argument("--subjects-per-job", type=int, default=1,
-                        help="segment.subjects_per_job of the workflow run (chunked segmentation)")
+    parser.add_argument(
+        "--subjects-per-job",
+        type=int,
+        default=1,
+        help="segment.subjects_per_job of the workflow run (chunked segmentation)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
@@ -234,33 +293,64 @@ def main() -> int:
         ip_wall, steps = run_in_process(root, table, model)
         n = args.subjects
         call = rule_rows[0]["s"]
-        rows = [{"label": args.label, "part": "per_subject", "name": "workflow", "s": round(wf_wall / n, 2)},
-                {"label": args.label, "part": "per_subject", "name": "in_process", "s": round(ip_wall / n, 2)},
-                {"label": args.label, "part": "ratio", "name": "workflow/in_process",
-                 "s": round(wf_wall / ip_wall, 3)},
-                # at cohort scale the call's fixed cost is spread over many subjects: what is left per subject
-                {"label": args.label, "part": "per_subject", "name": "workflow less one call's fixed cost",
-                 "s": round((wf_wall - call) / n, 2)},
-                {"label": args.label, "part": "ratio", "name": "(workflow less call's fixed cost)/in_process",
-                 "s": round((wf_wall - call) / ip_wall, 3)}]
+        rows = [
+            {"label": args.label, "part": "per_subject", "name": "workflow", "s": round(wf_wall / n, 2)},
+            {"label": args.label, "part": "per_subject", "name": "in_process", "s": round(ip_wall / n, 2)},
+            {"label": args.label, "part": "ratio", "name": "workflow/in_process", "s": round(wf_wall / ip_wall, 3)},
+            # at cohort scale the call's fixed cost is spread over many subjects: what is left per subject
+            {
+                "label": args.label,
+                "part": "per_subject",
+                "name": "workflow less one call's fixed cost",
+                "s": round((wf_wall - call) / n, 2),
+            },
+            {
+                "label": args.label,
+                "part": "ratio",
+                "name": "(workflow less call's fixed cost)/in_process",
+                "s": round((wf_wall - call) / ip_wall, 3),
+            },
+        ]
         for rule in rule_rows[:2]:
             rows.append({"label": args.label, "part": "snakemake_call", "name": rule["rule"], "s": round(rule["s"], 2)})
         for rule in rule_rows[2:]:
-            rows.append({"label": args.label, "part": "rule_job", "name": rule["rule"], "s": round(rule["s"], 2),
-                         "jobs": rule["jobs"], "max_rss_mb": round(rule["max_rss_mb"], 1),
-                         "mean_rss_mb": round(rule["mean_rss_mb"], 1)})
+            rows.append(
+                {
+                    "label": args.label,
+                    "part": "rule_job",
+                    "name": rule["rule"],
+                    "s": round(rule["s"], 2),
+                    "jobs": rule["jobs"],
+                    "max_rss_mb": round(rule["max_rss_mb"], 1),
+                    "mean_rss_mb": round(rule["mean_rss_mb"], 1),
+                }
+            )
         for step, seconds in steps.items():
             rows.append({"label": args.label, "part": "in_process_step", "name": step, "s": round(seconds, 2)})
         for imp in time_imports():
-            rows.append({"label": args.label, "part": "start_import", "name": imp.pop("verb"), "s": imp.pop("process_s"),
-                         **imp})
+            rows.append(
+                {"label": args.label, "part": "start_import", "name": imp.pop("verb"), "s": imp.pop("process_s"), **imp}
+            )
         quant = next((root / "inproc").glob("sub-*/anat/*desc-quant_FLAIR.nii.gz"))
         for jit in time_tophat_jit(quant, root):
-            rows.append({"label": args.label, "part": "tophat_fresh_process", "name": f"process {jit['process']}",
-                         "s": jit["tophat_s"]})
+            rows.append(
+                {
+                    "label": args.label,
+                    "part": "tophat_fresh_process",
+                    "name": f"process {jit['process']}",
+                    "s": jit["tophat_s"],
+                }
+            )
         for io_row in time_io(Path(table.iloc[0]["flair"]), root):
-            rows.append({"label": args.label, "part": "io", "name": f"{io_row['dtype']} gzip {io_row['gzip_level']}",
-                         "s": io_row["write_s"], **io_row})
+            rows.append(
+                {
+                    "label": args.label,
+                    "part": "io",
+                    "name": f"{io_row['dtype']} gzip {io_row['gzip_level']}",
+                    "s": io_row["write_s"],
+                    **io_row,
+                }
+            )
         frame = pd.DataFrame(rows)
         print(frame.to_string())
         out = Path(args.out)

@@ -46,20 +46,23 @@ def main() -> int:
         spacing = flair.header.get_zooms()[:3]
         aspect = spacing[1] / spacing[0]  # imshow rows are the j axis after the transpose
 
-        def show(ax, data, **kw):
+        def show(ax, data, k=k, aspect=aspect, **kw):
             ax.imshow(data[:, :, k].T, origin="lower", cmap="gray", aspect=aspect, interpolation="nearest", **kw)
 
         vmax_f, vmax_t = np.percentile(f, 99.7), np.percentile(t, 99.7)
         show(axes[row, 0], f, vmin=0, vmax=vmax_f)
         show(axes[row, 1], t, vmin=0, vmax=vmax_t)
         show(axes[row, 2], f, vmin=0, vmax=vmax_f)
-        axes[row, 2].imshow(lab[:, :, k].T, origin="lower", cmap=labels_cmap, vmin=0, vmax=2, aspect=aspect,
-                            interpolation="nearest")
+        axes[row, 2].imshow(
+            lab[:, :, k].T, origin="lower", cmap=labels_cmap, vmin=0, vmax=2, aspect=aspect, interpolation="nearest"
+        )
         n_wmh, n_other = int((lab == 1).sum()), int((lab == 2).sum())
-        axes[row, 0].set_ylabel(f"{site.name}\n{'x'.join(map(str, site.shape))}, "
-                                f"{' x '.join(f'{s:g}' for s in site.spacing)} mm", color="white", fontsize=10)
-        axes[row, 2].set_xlabel(f"slice {k}; volume: WMH {n_wmh} vox, other {n_other} vox", color="white",
-                                fontsize=9)
+        axes[row, 0].set_ylabel(
+            f"{site.name}\n{'x'.join(map(str, site.shape))}, {' x '.join(f'{s:g}' for s in site.spacing)} mm",
+            color="white",
+            fontsize=10,
+        )
+        axes[row, 2].set_xlabel(f"slice {k}; volume: WMH {n_wmh} vox, other {n_other} vox", color="white", fontsize=9)
         for col, name in enumerate(("FLAIR", "T1", "labels over FLAIR (1 red, 2 blue)")):
             if row == 0:
                 axes[row, col].set_title(name, color="white", fontsize=12)

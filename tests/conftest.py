@@ -87,5 +87,8 @@ def bids_validator_issues(dataset) -> list[dict]:
 
 
 def bids_errors(dataset) -> list[str]:
-    return [f"{i['code']} {i.get('subCode', '')} {i.get('location', '')}" for i in bids_validator_issues(dataset)
-            if i["severity"] == "error"]
+    return [
+        f"{i['code']} {i.get('subCode', '')} {i.get('location', '')}"
+        for i in bids_validator_issues(dataset)
+        if i["severity"] == "error"
+    ]

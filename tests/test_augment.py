@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_train import MODEL_CONFIG, cohort, files, write_subject  # noqa: F401 (fixture)
 
 from wmhflow.fcn import augment, presets, train
 from wmhflow.fcn.model import load_model
 from wmhflow.preprocess.tophat import area_tophat
-
-from test_train import MODEL_CONFIG, cohort, files, write_subject  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -56,15 +55,20 @@ def test_intensity_augmentation_keeps_shape_dtype_air_and_is_seeded(channels):
 
 def test_probability_zero_changes_nothing():
     images = crops()
-    assert np.array_equal(augment.augment_batch(images, "flair,t1,tophat", np.random.default_rng(0),
-                                                {"probability": 0.0}), images)
+    assert np.array_equal(
+        augment.augment_batch(images, "flair,t1,tophat", np.random.default_rng(0), {"probability": 0.0}), images
+    )
 
 
 def test_scalp_augmentation_brightens_the_rim_not_the_inside():
     """Only the scalp step (every other strength 0): the head's outer rim gets brighter, its inside and
     the air stay; a crop that lies wholly inside the head is left alone (it has no rim)."""
-    only_scalp = {k: 0.0 for k in augment.DEFAULTS} | {"probability": 1.0, "downsample": 1.0, "scalp": 0.8,
-                                                       "scalp_width": 6.0}
+    only_scalp = {k: 0.0 for k in augment.DEFAULTS} | {
+        "probability": 1.0,
+        "downsample": 1.0,
+        "scalp": 0.8,
+        "scalp_width": 6.0,
+    }
     image = np.zeros((48, 48), np.uint8)
     image[4:-4, 4:-4] = 120
     brighter = []
@@ -101,19 +105,25 @@ def test_soft_dice_loss():
     # ignored pixels do not count, whatever is predicted there
     flipped = perfect.clone()
     flipped[:, :, 0:2, 0:2] = perfect[:, :, 0:2, 0:2].flip(1)
-    assert augment.soft_dice_loss(flipped, target).item() == pytest.approx(augment.soft_dice_loss(perfect, target).item())
+    assert augment.soft_dice_loss(flipped, target).item() == pytest.approx(
+        augment.soft_dice_loss(perfect, target).item()
+    )
     # no lesion anywhere and none predicted: ~0, defined
     empty = torch.zeros(1, 16, 16, dtype=torch.long)
-    assert augment.soft_dice_loss(torch.stack([torch.full((1, 16, 16), 30.0), torch.full((1, 16, 16), -30.0)], 1),
-                                  empty).item() < 1e-3
+    assert (
+        augment.soft_dice_loss(
+            torch.stack([torch.full((1, 16, 16), 30.0), torch.full((1, 16, 16), -30.0)], 1), empty
+        ).item()
+        < 1e-3
+    )
 
 
 def test_component_sampling_draws_small_lesions_as_often_as_large():
     rng = np.random.default_rng(0)
     images = rng.integers(1, 255, (3, 3, 64, 64), dtype=np.uint8)
     labels = np.zeros((3, 64, 64), np.uint8)
-    labels[0, 5:35, 5:35] = 1     # one large lesion: 900 pixels
-    labels[1, 50, 50] = 1         # one single-pixel lesion
+    labels[0, 5:35, 5:35] = 1  # one large lesion: 900 pixels
+    labels[1, 50, 50] = 1  # one single-pixel lesion
     per_pixel = train.SliceSampler(images, labels, 8, 1.0, np.random.default_rng(1))
     per_component = train.SliceSampler(images, labels, 8, 1.0, np.random.default_rng(1), "component")
     small_pixel = sum(per_pixel._lesion_pixel()[0] == 1 for _ in range(400))
@@ -127,8 +137,9 @@ def test_slice_mix_blends_neighbours_of_the_same_subject_only():
     images = np.zeros((4, 3, 8, 8), np.uint8)
     images[:, :, 1:-1, 1:-1] = np.array([40, 80, 120, 160], np.uint8)[:, None, None, None]
     labels = np.zeros((4, 8, 8), np.uint8)
-    sampler = train.SliceSampler(images, labels, 0, 0.0, np.random.default_rng(0), slice_mix=1.0,
-                                 subject_of=[0, 0, 1, 1])
+    sampler = train.SliceSampler(
+        images, labels, 0, 0.0, np.random.default_rng(0), slice_mix=1.0, subject_of=[0, 0, 1, 1]
+    )
     mixed = [sampler._mixed(1, slice(None), slice(None))[0, 4, 4] for _ in range(50)]
     assert all(40 <= v <= 80 for v in mixed) and any(v < 80 for v in mixed)  # slice 2 is another subject
     assert sampler.batch(3)[0].dtype == np.uint8
@@ -137,7 +148,6 @@ def test_slice_mix_blends_neighbours_of_the_same_subject_only():
 def test_standard_preset_validates_and_trains_on_cpu(tmp_path, cohort):  # noqa: F811
     import jsonschema
     import yaml
-
     from conftest import REPO
 
     schema = yaml.safe_load((REPO / "workflow/wmhflow/schemas/config.schema.yaml").read_text())
@@ -151,10 +161,24 @@ def test_standard_preset_validates_and_trains_on_cpu(tmp_path, cohort):  # noqa:
         presets.resolve_config({"preset": "standard", "overrides": {"loss": "focal"}})
 
     flair, t1, tophat, reference = files(cohort[:3])
-    overrides = {"iterations": 3, "batch_size": 2, "crop": 24, "validate_every": 3, "log_every": 1,
-                 "checkpoint_every": 3}
-    rows = train.train(flair, t1, tophat, reference, tmp_path / "m", MODEL_CONFIG,
-                       {"preset": "standard", "overrides": overrides}, device="cpu")
+    overrides = {
+        "iterations": 3,
+        "batch_size": 2,
+        "crop": 24,
+        "validate_every": 3,
+        "log_every": 1,
+        "checkpoint_every": 3,
+    }
+    rows = train.train(
+        flair,
+        t1,
+        tophat,
+        reference,
+        tmp_path / "m",
+        MODEL_CONFIG,
+        {"preset": "standard", "overrides": overrides},
+        device="cpu",
+    )
     assert [r[0] for r in rows] == [1, 2, 3] and all(np.isfinite(r[1]) for r in rows)
     model, meta = load_model(tmp_path / "m" / "model.pt")
     assert meta["train"]["loss"] == "ce+dice" and meta["iterations"] == 3

@@ -8,9 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import pandas as pd
 import pytest
-
-from conftest import bids_errors, bids_validator_issues
+from conftest import bids_errors
 from test_workflow import snakemake
+
 from wmhflow.fcn.model import build_model, save_model
 from wmhflow.synth import write_cohort
 
@@ -23,8 +23,13 @@ def _tiny_model(path, channels):
 
 
 def _run(root, cohort, model, **extra):
-    config = {"cohort": str(cohort), "results": "out", "splits": {"train_per_site": 0.01},
-              "model": {"name": "tiny", "checkpoint": str(model), "channels": extra.pop("channels")}, **extra}
+    config = {
+        "cohort": str(cohort),
+        "results": "out",
+        "splits": {"train_per_site": 0.01},
+        "model": {"name": "tiny", "checkpoint": str(model), "channels": extra.pop("channels")},
+        **extra,
+    }
     (root / "run.yaml").write_text(json.dumps(config))
     return snakemake(root, "--configfile", str(root / "run.yaml"))
 

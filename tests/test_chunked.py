@@ -1,4 +1,5 @@
-"""segment.subjects_per_job: chunks of subjects in one segment job (wmhflow.fcn.infer_batch, wmhflow.staging, the rules).
+"""segment.subjects_per_job: chunks of subjects in one segment job (wmhflow.fcn.infer_batch,
+wmhflow.staging, the rules).
 
 Real files throughout: 8-bit NIfTI volumes, an untrained tiny FCN saved as a model file, and real
 Snakemake runs for the workflow part.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,26 +16,39 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import wmhflow_command, write_nifti
 from test_workflow import snakemake
-from wmhflow.fcn.infer_batch import Subject, run_chunk, subjects_of
+
 from wmhflow.errors import ConfigError
+from wmhflow.fcn.infer_batch import Subject, run_chunk, subjects_of
 from wmhflow.fcn.model import build_model, save_model
 from wmhflow.paths import prefix, sidecar_path
 from wmhflow.plan import Plan
 from wmhflow.staging import SubjectNotSegmented, place, read_status
 
-SETTINGS = {"device": "cpu", "precision": "fp32", "batch_size": 4, "crop_margin": 16, "tta": "none",
-            "threshold": "0.5", "min_lesion_mm3": 0.0, "min_depth_mm": 0.0}
+SETTINGS = {
+    "device": "cpu",
+    "precision": "fp32",
+    "batch_size": 4,
+    "crop_margin": 16,
+    "tta": "none",
+    "threshold": "0.5",
+    "min_lesion_mm3": 0.0,
+    "min_depth_mm": 0.0,
+}
 
 
 # ------------------------------------------------------------------------------ the plan's chunks
 def _plan(tmp_path, labels, per_job):
-    subjects = pd.DataFrame({"subject": labels, "session": "", "site": "A", "flair": "f", "t1": "t", "reference": "",
-                             "split": "predict"}, index=pd.Index([prefix(s) for s in labels], name="prefix"))
-    config = {"results": str(tmp_path / "results"), "model": {"name": "fcn2d", "checkpoint": "m.pt"},
-              "segment": {"subjects_per_job": per_job}}
+    subjects = pd.DataFrame(
+        {"subject": labels, "session": "", "site": "A", "flair": "f", "t1": "t", "reference": "", "split": "predict"},
+        index=pd.Index([prefix(s) for s in labels], name="prefix"),
+    )
+    config = {
+        "results": str(tmp_path / "results"),
+        "model": {"name": "fcn2d", "checkpoint": "m.pt"},
+        "segment": {"subjects_per_job": per_job},
+    }
     return Plan(config, subjects)
 
 
@@ -47,8 +60,9 @@ def test_chunks_cover_every_subject_once_and_stay_put_when_subjects_are_added(tm
     assert [len(m) for m in chunks.values()] == [3, 3, 1]
     assert sorted(s for m in chunks.values() for s in m) == sorted(plan.subjects.index)
     grown = _plan(tmp_path, labels + ["07", "08", "09"], 3).segment_chunks
-    assert {c: m for c, m in grown.items() if c in ("chunk-0000", "chunk-0001")} == \
-           {c: m for c, m in chunks.items() if c in ("chunk-0000", "chunk-0001")}
+    assert {c: m for c, m in grown.items() if c in ("chunk-0000", "chunk-0001")} == {
+        c: m for c, m in chunks.items() if c in ("chunk-0000", "chunk-0001")
+    }
     assert plan.segment_chunk_of["sub-06/anat/sub-06"] == "chunk-0002"
     inputs = plan.chunk_files("tophat")(type("W", (), {"chunk": "chunk-0001"}))
     assert [Path(p).name for p in inputs] == [f"sub-0{i}_space-FLAIR_desc-tophat_FLAIR.nii.gz" for i in (3, 4, 5)]
@@ -80,8 +94,11 @@ def test_chunk_lists_must_have_one_entry_per_subject():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     torch.manual_seed(0)
-    return save_model(tmp_path_factory.mktemp("model") / "tiny.pt", build_model(side_maps=4),
-                      {"requantize": "tissue", "name": "tiny", "channels": "flair,t1,tophat"})
+    return save_model(
+        tmp_path_factory.mktemp("model") / "tiny.pt",
+        build_model(side_maps=4),
+        {"requantize": "tissue", "name": "tiny", "channels": "flair,t1,tophat"},
+    )
 
 
 def _subject(root: Path, label: str, seed: int) -> Subject:
@@ -95,15 +112,46 @@ def _subject(root: Path, label: str, seed: int) -> Subject:
         suffix, desc = name.split("_")
         files[name] = str(write_nifti(root / f"{key}_space-FLAIR_desc-{desc}_{suffix}.nii.gz", data))
     out = root / f"{key}_space-FLAIR_label-WMH_desc-tiny"
-    return Subject(key, files["FLAIR_quant"], files["T1w_quant"], files["FLAIR_tophat"],
-                   f"{out}_probseg.nii.gz", f"{out}_mask.nii.gz")
+    return Subject(
+        key,
+        files["FLAIR_quant"],
+        files["T1w_quant"],
+        files["FLAIR_tophat"],
+        f"{out}_probseg.nii.gz",
+        f"{out}_mask.nii.gz",
+    )
 
 
 def _infer_alone(subject: Subject, model, probseg, mask):
-    cmd = wmhflow_command() + ["infer", "--flair", subject.flair, "--t1", subject.t1, "--tophat", subject.tophat,
-                               "--model", str(model), "--probseg", str(probseg), "--mask", str(mask),
-                               "--device", "cpu", "--precision", "fp32", "--batch-size", "4", "--crop-margin", "16",
-                               "--threshold", "0.5", "--min-depth-mm", "0", "--threads", "1"]
+    cmd = wmhflow_command() + [
+        "infer",
+        "--flair",
+        subject.flair,
+        "--t1",
+        subject.t1,
+        "--tophat",
+        subject.tophat,
+        "--model",
+        str(model),
+        "--probseg",
+        str(probseg),
+        "--mask",
+        str(mask),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "4",
+        "--crop-margin",
+        "16",
+        "--threshold",
+        "0.5",
+        "--min-depth-mm",
+        "0",
+        "--threads",
+        "1",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
 
@@ -141,7 +189,9 @@ def test_a_chunk_writes_what_infer_writes_and_a_bad_subject_only_fails_itself(tm
     before = {s.key: Path(staging / s.key / Path(s.mask).name).stat().st_mtime_ns for s in (subjects[0], subjects[2])}
     rows = run_chunk(subjects, [str(tiny_model)], SETTINGS, staging, status)
     assert [r["status"] for r in rows] == ["cached", "done", "cached"]
-    assert before == {s.key: Path(staging / s.key / Path(s.mask).name).stat().st_mtime_ns for s in (subjects[0], subjects[2])}
+    assert before == {
+        s.key: Path(staging / s.key / Path(s.mask).name).stat().st_mtime_ns for s in (subjects[0], subjects[2])
+    }
     place(status, fixed.key, staging, fixed.probseg, fixed.mask)
     assert nib.load(fixed.mask).shape == (40, 40, 5)
     # another setting is another result: nothing is reused
@@ -151,9 +201,27 @@ def test_a_chunk_writes_what_infer_writes_and_a_bad_subject_only_fails_itself(tm
 
 def test_infer_batch_command_reports_a_missing_model_in_one_line(tmp_path):
     s = _subject(tmp_path, "01", 0)
-    cmd = wmhflow_command() + ["infer-batch", "--subjects", s.key, "--flair", s.flair, "--t1", s.t1, "--tophat", s.tophat,
-                               "--probseg", s.probseg, "--mask", s.mask, "--model", str(tmp_path / "none.pt"),
-                               "--staging", str(tmp_path / "st"), "--status", str(tmp_path / "c.tsv")]
+    cmd = wmhflow_command() + [
+        "infer-batch",
+        "--subjects",
+        s.key,
+        "--flair",
+        s.flair,
+        "--t1",
+        s.t1,
+        "--tophat",
+        s.tophat,
+        "--probseg",
+        s.probseg,
+        "--mask",
+        s.mask,
+        "--model",
+        str(tmp_path / "none.pt"),
+        "--staging",
+        str(tmp_path / "st"),
+        "--status",
+        str(tmp_path / "c.tsv"),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 2 and f"{tmp_path / 'none.pt'}: model file does not exist" in run.stderr
     assert not (tmp_path / "c.tsv").exists()
@@ -170,8 +238,9 @@ def chunked_run(tmp_path_factory, tiny_model):
     table = write_cohort(root / "in", subjects=3, seed=5, small=True)
     base = f"cohort: {root / 'in'}\nresults: out\nsplits: {{train_per_site: 0.01}}\n"
     for name, per_job in (("single", 1), ("chunked", 2)):
-        (root / f"{name}.yaml").write_text(base + f"model: {{name: {name}, checkpoint: {tiny_model}}}\n"
-                                                  f"segment: {{subjects_per_job: {per_job}}}\n")
+        (root / f"{name}.yaml").write_text(
+            base + f"model: {{name: {name}, checkpoint: {tiny_model}}}\nsegment: {{subjects_per_job: {per_job}}}\n"
+        )
     for name in ("single", "chunked"):
         run = snakemake(root, *_mask_targets(table, name), "--configfile", str(root / f"{name}.yaml"))
         assert run.returncode == 0, run.stderr[-4000:]
@@ -214,7 +283,10 @@ def test_a_failing_subject_leaves_the_others_and_a_rerun_redoes_only_it(chunked_
     run = snakemake(root, *targets, "--keep-going", "--configfile", config)
     label = Path(first).name
     assert run.returncode != 0
-    assert f"{label}  failed  segment_chunked  wmhflow place-segmentation: error: {label}: segmentation failed" in run.stderr
+    assert (
+        f"{label}  failed  segment_chunked  wmhflow place-segmentation: error: {label}: segmentation failed"
+        in run.stderr
+    )
     assert f"{bad.relative_to(root)}: tophat is not a readable NIfTI" in run.stderr
     masks = _masks(root, "chunked")
     assert len(masks) == 2 and not any(m.name.startswith(label + "_") for m in masks)
@@ -236,6 +308,7 @@ def test_a_failing_subject_leaves_the_others_and_a_rerun_redoes_only_it(chunked_
 def test_the_chunk_verbs_import_no_heavy_library_before_they_run(verb):
     """place-segmentation runs once per subject: no torch, no pandas (status table through csv)."""
     from test_job_overhead import _heavy_after
+
     from wmhflow.cli import VERBS
 
     assert _heavy_after(f"import {VERBS[verb][0]}") == []

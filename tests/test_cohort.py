@@ -7,13 +7,13 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import wmhflow_command, write_nifti
+
 from wmhflow import cohort
 from wmhflow import config as wmh_config
-from wmhflow.workflow_subjects import subjects_for_workflow
 from wmhflow.errors import ConfigError, InputError
 from wmhflow.paths import prefix
+from wmhflow.workflow_subjects import subjects_for_workflow
 
 SHAPE = (8, 8, 4)
 
@@ -77,7 +77,10 @@ def test_splits_per_site_count_fraction_and_reproducible(challenge_tree):
     table = cohort.discover(challenge_tree)
     one = cohort.assign_splits(table, train_per_site=1, seed=3)
     assert one.groupby("site")["split"].apply(lambda s: (s == "train").sum()).to_dict() == {
-        "Amsterdam/GE3T": 1, "Singapore": 1, "Utrecht": 1}
+        "Amsterdam/GE3T": 1,
+        "Singapore": 1,
+        "Utrecht": 1,
+    }
     assert one.loc[K("101"), "split"] == "predict"  # no reference
     assert one.equals(cohort.assign_splits(table, train_per_site=1, seed=3))
     frac = cohort.assign_splits(table, train_per_site=0.5, seed=0)
@@ -91,7 +94,8 @@ def test_bids_dataset_with_sessions_sites_and_references(tmp_path):
     (root / "dataset_description.json").parent.mkdir(parents=True)
     (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
     pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "site": ["A", "B"]}).to_csv(
-        root / "participants.tsv", sep="\t", index=False)
+        root / "participants.tsv", sep="\t", index=False
+    )
     for anat in (root / "sub-01/anat", root / "sub-02/ses-1/anat", root / "sub-02/ses-2/anat"):
         stem = "_".join(p for p in anat.parent.relative_to(root).parts)
         write_nifti(anat / f"{stem}_FLAIR.nii.gz", np.ones(SHAPE))
@@ -100,8 +104,11 @@ def test_bids_dataset_with_sessions_sites_and_references(tmp_path):
     write_nifti(root / "derivatives/wmh/sub-02/ses-2/anat/sub-02_ses-2_label-WMH_mask.nii.gz", np.zeros(SHAPE))
     pattern = "derivatives/wmh/sub-{subject}/{session}anat/sub-{subject}_{session_}label-WMH_mask.nii.gz"
     table = cohort.discover(root, bids_reference=pattern)
-    assert sorted(table.index) == ["sub-01/anat/sub-01", "sub-02/ses-1/anat/sub-02_ses-1",
-                                   "sub-02/ses-2/anat/sub-02_ses-2"]
+    assert sorted(table.index) == [
+        "sub-01/anat/sub-01",
+        "sub-02/ses-1/anat/sub-02_ses-1",
+        "sub-02/ses-2/anat/sub-02_ses-2",
+    ]
     assert list(table["subject"]) == ["01", "02", "02"] and list(table["session"]) == ["", "1", "2"]
     assert table.loc[K("02", "1"), "site"] == "B"
     assert table.loc[K("01"), "reference"].endswith("sub-01_label-WMH_mask.nii.gz")
@@ -126,8 +133,11 @@ def test_bids_entities_kept_two_flairs_each_processed_and_nii_read(tmp_path, cap
 
 
 def _sessions_table():
-    rows = [{"subject": s, "session": t, "site": "A", "flair": "f", "t1": "t", "reference": "r", "split": ""}
-            for s in ("01", "02", "03") for t in ("1", "2")]
+    rows = [
+        {"subject": s, "session": t, "site": "A", "flair": "f", "t1": "t", "reference": "r", "split": ""}
+        for s in ("01", "02", "03")
+        for t in ("1", "2")
+    ]
     return pd.DataFrame(rows, index=[K(r["subject"], r["session"]) for r in rows])
 
 
@@ -161,20 +171,25 @@ def test_subjects_tsv_relative_paths_and_given_splits(tmp_path):
     write_nifti(tmp_path / "d/b_flair.nii.gz", np.ones(SHAPE))
     write_nifti(tmp_path / "d/b_t1.nii.gz", np.ones(SHAPE))
     tsv = tmp_path / "subjects.tsv"
-    tsv.write_text("subject\tsite\tflair\tt1\treference\tsplit\n"
-                   "a\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\td/a_wmh.nii.gz\ttest\n"
-                   "b\tX\td/b_flair.nii.gz\td/b_t1.nii.gz\t\t\n")
+    tsv.write_text(
+        "subject\tsite\tflair\tt1\treference\tsplit\n"
+        "a\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\td/a_wmh.nii.gz\ttest\n"
+        "b\tX\td/b_flair.nii.gz\td/b_t1.nii.gz\t\t\n"
+    )
     table = cohort.assign_splits(cohort.discover(tsv))
     assert table.loc[K("a"), "split"] == "test"  # the TSV's split wins
     assert table.loc[K("b"), "split"] == "predict"
     assert table.loc[K("a"), "flair"] == str((tmp_path / "d/a_flair.nii.gz").resolve())
 
 
-@pytest.mark.parametrize("line, problem", [
-    ("a\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\t\tvalidation\n", "line 2, split"),
-    ("a-1\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\t\t\n", "line 2, subject"),
-    ("a\tX\td/a_flair.mha\td/a_t1.nii.gz\t\t\n", "line 2, flair"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("a\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\t\tvalidation\n", "line 2, split"),
+        ("a-1\tX\td/a_flair.nii.gz\td/a_t1.nii.gz\t\t\n", "line 2, subject"),
+        ("a\tX\td/a_flair.mha\td/a_t1.nii.gz\t\t\n", "line 2, flair"),
+    ],
+)
 def test_subjects_tsv_rows_checked_by_schema(tmp_path, line, problem):
     tsv = tmp_path / "subjects.tsv"
     tsv.write_text("subject\tsite\tflair\tt1\treference\tsplit\n" + line)
@@ -225,15 +240,21 @@ def test_check_finds_corrupt_4d_nan_grid_and_labels(challenge_tree):
 
 def test_discover_cli_writes_table_and_check_fails_cleanly(tmp_path, challenge_tree):
     out = tmp_path / "subjects.tsv"
-    run = subprocess.run(wmhflow_command() + ["discover", "--cohort", str(challenge_tree), "--check",
-                                              "-o", str(out)], capture_output=True, text=True)
+    run = subprocess.run(
+        wmhflow_command() + ["discover", "--cohort", str(challenge_tree), "--check", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     table = pd.read_csv(out, sep="\t", dtype=str)
     assert len(table) == 7 and set(table["split"]) == {"train", "predict"}
     write_nifti(challenge_tree / "Singapore/50/wmh.nii.gz", np.zeros((8, 8, 5), np.uint8))
     out2 = tmp_path / "again.tsv"
-    run = subprocess.run(wmhflow_command() + ["discover", "--cohort", str(challenge_tree), "--check",
-                                              "-o", str(out2)], capture_output=True, text=True)
+    run = subprocess.run(
+        wmhflow_command() + ["discover", "--cohort", str(challenge_tree), "--check", "-o", str(out2)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert "Singapore/50/wmh.nii.gz: reference shape" in run.stderr
     assert not out2.exists()

@@ -19,22 +19,35 @@ REPO = Path(__file__).resolve().parent.parent
 # (config section, key) -> (the constant that is its home, the verbs whose flag carries it, flag's dest)
 HOMES = {
     ("bias_correction", "shrink"): (list(bias.SHRINK), ["wmhflow.preprocess.bias", "wmhflow.segment"], "shrink"),
-    ("bias_correction", "iterations"): (list(bias.ITERATIONS), ["wmhflow.preprocess.bias", "wmhflow.segment"],
-                                        "iterations"),
-    ("bias_correction", "control_points"): (bias.CONTROL_POINTS, ["wmhflow.preprocess.bias", "wmhflow.segment"],
-                                            "control_points"),
+    ("bias_correction", "iterations"): (
+        list(bias.ITERATIONS),
+        ["wmhflow.preprocess.bias", "wmhflow.segment"],
+        "iterations",
+    ),
+    ("bias_correction", "control_points"): (
+        bias.CONTROL_POINTS,
+        ["wmhflow.preprocess.bias", "wmhflow.segment"],
+        "control_points",
+    ),
     ("requantize", "window"): (quantize.WINDOW, ["wmhflow.preprocess.quantize"], "window"),
-    ("requantize", "low_percentile"): (quantize.LOW_PCT, ["wmhflow.preprocess.quantize", "wmhflow.segment"],
-                                       "low_pct"),
-    ("requantize", "high_percentile"): (quantize.HIGH_PCT, ["wmhflow.preprocess.quantize", "wmhflow.segment"],
-                                        "high_pct"),
+    ("requantize", "low_percentile"): (quantize.LOW_PCT, ["wmhflow.preprocess.quantize", "wmhflow.segment"], "low_pct"),
+    ("requantize", "high_percentile"): (
+        quantize.HIGH_PCT,
+        ["wmhflow.preprocess.quantize", "wmhflow.segment"],
+        "high_pct",
+    ),
     ("tophat", "area"): (tophat.AREA, ["wmhflow.preprocess.tophat", "wmhflow.segment"], "area"),
-    ("tophat", "connectivity"): (tophat.CONNECTIVITY, ["wmhflow.preprocess.tophat", "wmhflow.segment"],
-                                 "connectivity"),
-    ("segment", "batch_size"): (infer.BATCH_SIZE, ["wmhflow.fcn.infer", "wmhflow.fcn.infer_batch", "wmhflow.segment"],
-                                "batch_size"),
-    ("segment", "crop_margin"): (infer.CROP_MARGIN, ["wmhflow.fcn.infer", "wmhflow.fcn.infer_batch", "wmhflow.segment"],
-                                 "crop_margin"),
+    ("tophat", "connectivity"): (tophat.CONNECTIVITY, ["wmhflow.preprocess.tophat", "wmhflow.segment"], "connectivity"),
+    ("segment", "batch_size"): (
+        infer.BATCH_SIZE,
+        ["wmhflow.fcn.infer", "wmhflow.fcn.infer_batch", "wmhflow.segment"],
+        "batch_size",
+    ),
+    ("segment", "crop_margin"): (
+        infer.CROP_MARGIN,
+        ["wmhflow.fcn.infer", "wmhflow.fcn.infer_batch", "wmhflow.segment"],
+        "crop_margin",
+    ),
 }
 
 

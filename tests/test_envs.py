@@ -12,11 +12,11 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -32,8 +32,15 @@ SOURCE_LINE = "--editable ${WMHFLOW_SOURCE}"
 #: conda-forge name -> PyPI name, where they differ (after canonicalize_name)
 CONDA_TO_PYPI = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
 #: import name -> PyPI name, for when the distribution is not installed where the tests run
-IMPORT_TO_PYPI = {"skimage": "scikit-image", "yaml": "pyyaml", "SimpleITK": "simpleitk", "dip": "diplib",
-                  "diplib": "diplib", "PIL": "pillow", "sklearn": "scikit-learn"}
+IMPORT_TO_PYPI = {
+    "skimage": "scikit-image",
+    "yaml": "pyyaml",
+    "SimpleITK": "simpleitk",
+    "dip": "diplib",
+    "diplib": "diplib",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+}
 
 
 def pyproject():
@@ -190,8 +197,7 @@ def test_env_packages_are_pyproject_dependencies_with_the_same_versions(name):
     assert packages, f"envs/{name}.yaml lists no package"
     for package, spec in packages.items():
         assert package in deps, f"envs/{name}.yaml: {package} is not a dependency in pyproject.toml"
-        assert spec == deps[package], (
-            f"envs/{name}.yaml: {package} '{spec}' but pyproject.toml says '{deps[package]}'")
+        assert spec == deps[package], f"envs/{name}.yaml: {package} '{spec}' but pyproject.toml says '{deps[package]}'"
 
 
 def test_every_env_is_used_by_a_rule_and_exists():
@@ -220,7 +226,8 @@ def test_env_holds_everything_its_rules_import(name):
                 if dist not in packages:
                     missing.setdefault(dist, set()).add(f"{rule} (wmhflow {verb})")
     assert not missing, f"envs/{name}.yaml lacks " + "; ".join(
-        f"{dist}, imported by {', '.join(sorted(r))}" for dist, r in sorted(missing.items()))
+        f"{dist}, imported by {', '.join(sorted(r))}" for dist, r in sorted(missing.items())
+    )
 
 
 def test_import_scan_sees_function_level_imports():

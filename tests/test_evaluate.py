@@ -10,8 +10,8 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import wmhflow_command, write_nifti
+
 from wmhflow.cli import main as cli
 from wmhflow.evaluation.lesions import COLUMNS, lesion_table
 from wmhflow.evaluation.metrics import KEYS
@@ -85,13 +85,34 @@ def test_cli_errors_in_process(pair, tmp_path, capsys):
 def test_cli_writes_the_row_and_handles_an_empty_reference(pair, tmp_path, capsys):
     ref, pred = pair
     out = tmp_path / "sub-1_metrics.tsv"
-    assert cli(["evaluate", "--reference", str(ref), "--prediction", str(pred), "--subject", "1", "--site", "A",
-                "--split", "test", "--model", "fcn", "-o", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "evaluate",
+                "--reference",
+                str(ref),
+                "--prediction",
+                str(pred),
+                "--subject",
+                "1",
+                "--site",
+                "A",
+                "--split",
+                "test",
+                "--model",
+                "fcn",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out, sep="\t", dtype={"subject": str})
     assert list(table.columns[:4]) == ["subject", "site", "split", "model"] and len(table) == 1
     # a float reference with labels 0.0/2.0 only: empty reference, defined values, valid JSON
-    write_nifti(tmp_path / "empty.nii.gz", np.where(np.arange(400).reshape(10, 10, 4) < 5, 2.0, 0.0), AFFINE,
-                dtype=np.float32)
+    write_nifti(
+        tmp_path / "empty.nii.gz", np.where(np.arange(400).reshape(10, 10, 4) < 5, 2.0, 0.0), AFFINE, dtype=np.float32
+    )
     assert cli(["evaluate", "--reference", str(tmp_path / "empty.nii.gz"), "--prediction", str(pred), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["dice"] == 0 and scores["lesion_recall"] == 1 and "empty reference" in scores["remarks"]
@@ -113,12 +134,14 @@ def test_lesion_table_values():
     assert table["volume_ml"].tolist() == pytest.approx([4 * voxel_ml, 3 * voxel_ml, 2 * voxel_ml])
     first = table.iloc[0]
     assert (first["centroid_x_mm"], first["centroid_y_mm"], first["centroid_z_mm"]) == pytest.approx(
-        (1.5 * 0.9 - 40, 1.5 * 1.1 - 50, 1 * 3.0 - 10))
+        (1.5 * 0.9 - 40, 1.5 * 1.1 - 50, 1 * 3.0 - 10)
+    )
     assert first["max_probability"] == pytest.approx(0.95)
     assert first["mean_probability"] == pytest.approx((0.95 + 3 * 0.6) / 4)
     last = table.iloc[2]
     assert (last["centroid_x_mm"], last["centroid_y_mm"], last["centroid_z_mm"]) == pytest.approx(
-        (6.5 * 0.9 - 40, 6.5 * 1.1 - 50, 3.5 * 3.0 - 10))
+        (6.5 * 0.9 - 40, 6.5 * 1.1 - 50, 3.5 * 3.0 - 10)
+    )
     assert (table["subject"] == "3").all()
 
 
@@ -138,8 +161,22 @@ def test_lesions_cli_writes_the_table(tmp_path, capsys):
     write_nifti(tmp_path / "mask.nii.gz", mask, AFFINE)
     write_nifti(tmp_path / "prob.nii.gz", prob.astype(np.float32), AFFINE)
     out = tmp_path / "sub-1_lesions.tsv"
-    assert cli(["lesions", "--mask", str(tmp_path / "mask.nii.gz"), "--probseg", str(tmp_path / "prob.nii.gz"),
-                "--subject", "1", "-o", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "lesions",
+                "--mask",
+                str(tmp_path / "mask.nii.gz"),
+                "--probseg",
+                str(tmp_path / "prob.nii.gz"),
+                "--subject",
+                "1",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out, sep="\t", dtype={"subject": str})
     assert table.loc[0, "subject"] == "1" and table.loc[0, "voxels"] == 4
     assert table.loc[0, "max_probability"] == pytest.approx(0.8, abs=1e-6)
@@ -147,6 +184,18 @@ def test_lesions_cli_writes_the_table(tmp_path, capsys):
     assert cli(["lesions", "--mask", str(tmp_path / "none.nii.gz"), "-o", str(tmp_path / "none.tsv")]) == 0
     assert (tmp_path / "none.tsv").read_text().strip().split("\t") == COLUMNS
     write_nifti(tmp_path / "other.nii.gz", np.zeros((10, 10, 3), np.float32), AFFINE)
-    assert cli(["lesions", "--mask", str(tmp_path / "mask.nii.gz"), "--probseg", str(tmp_path / "other.nii.gz"),
-                "-o", str(tmp_path / "x.tsv")]) == 2
+    assert (
+        cli(
+            [
+                "lesions",
+                "--mask",
+                str(tmp_path / "mask.nii.gz"),
+                "--probseg",
+                str(tmp_path / "other.nii.gz"),
+                "-o",
+                str(tmp_path / "x.tsv"),
+            ]
+        )
+        == 2
+    )
     assert "other.nii.gz: probability map shape" in capsys.readouterr().err and not (tmp_path / "x.tsv").exists()

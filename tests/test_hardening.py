@@ -15,12 +15,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import write_nifti
-from wmhflow import cohort, config as wmh_config, io
-from wmhflow.paths import prefix
+
+from wmhflow import cohort, io
+from wmhflow import config as wmh_config
 from wmhflow.cli import main as cli
 from wmhflow.errors import ConfigError, InputError
+from wmhflow.paths import prefix
 
 SHAPE = (12, 12, 6)
 
@@ -115,12 +116,15 @@ def test_only_a_qform_is_a_valid_orientation(tmp_path, capsys, good):
 
 
 # --------------------------------------------------------------------------------- geometry
-@pytest.mark.parametrize("shape, affine, problem", [
-    ((12, 12, 1), None, "1 voxel(s) along axis 2 (shape (12, 12, 1)): a single slice"),
-    ((1, 12, 6), None, "1 voxel(s) along axis 0"),
-    (SHAPE, np.diag([1.0, 1.0, 192.0, 1.0]), "voxel size 192 mm along axis 2"),
-    (SHAPE, np.diag([0.001, 1.0, 3.0, 1.0]), "voxel size 0.001 mm along axis 0"),
-])
+@pytest.mark.parametrize(
+    "shape, affine, problem",
+    [
+        ((12, 12, 1), None, "1 voxel(s) along axis 2 (shape (12, 12, 1)): a single slice"),
+        ((1, 12, 6), None, "1 voxel(s) along axis 0"),
+        (SHAPE, np.diag([1.0, 1.0, 192.0, 1.0]), "voxel size 192 mm along axis 2"),
+        (SHAPE, np.diag([0.001, 1.0, 3.0, 1.0]), "voxel size 0.001 mm along axis 0"),
+    ],
+)
 def test_degenerate_geometry_is_refused_before_n4(tmp_path, capsys, good, shape, affine, problem):
     flair = write_nifti(tmp_path / "bad_flair.nii.gz", head(shape), affine)
     code, lines, written = run_check(tmp_path, capsys, flair, good[1])
@@ -147,10 +151,13 @@ def test_too_thin_to_register_onto_is_refused_at_the_check_and_by_align(tmp_path
 
 
 # ------------------------------------------------------------------------------------ signal
-@pytest.mark.parametrize("data, problem", [
-    (np.zeros(SHAPE, np.float32), "is constant (every voxel is 0)"),
-    (np.full(SHAPE, 417.0, np.float32), "is constant (every voxel is 417)"),
-])
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (np.zeros(SHAPE, np.float32), "is constant (every voxel is 0)"),
+        (np.full(SHAPE, 417.0, np.float32), "is constant (every voxel is 417)"),
+    ],
+)
 def test_blank_or_constant_flair_is_refused(tmp_path, capsys, good, data, problem):
     flair = write_nifti(tmp_path / "blank.nii.gz", data)
     code, lines, written = run_check(tmp_path, capsys, flair, good[1])
@@ -179,11 +186,19 @@ def _labels(tmp_path, name, value, dtype=np.float32, shape=SHAPE, affine=None):
     return write_nifti(tmp_path / name, data, affine)
 
 
-@pytest.mark.parametrize("name, value, dtype, problem", [
-    ("wmh255.nii.gz", 255, np.uint8, "unknown label value(s) [255] in the reference"),
-    ("wmh_neg.nii.gz", -1, np.int8, "unknown label value(s) [-1] in the reference"),
-    ("fuzzy.nii.gz", 0.7, np.float32, "reference is not a label image: 1 voxel(s) are not whole numbers (e.g. 0.7)"),
-])
+@pytest.mark.parametrize(
+    "name, value, dtype, problem",
+    [
+        ("wmh255.nii.gz", 255, np.uint8, "unknown label value(s) [255] in the reference"),
+        ("wmh_neg.nii.gz", -1, np.int8, "unknown label value(s) [-1] in the reference"),
+        (
+            "fuzzy.nii.gz",
+            0.7,
+            np.float32,
+            "reference is not a label image: 1 voxel(s) are not whole numbers (e.g. 0.7)",
+        ),
+    ],
+)
 def test_bad_reference_labels_are_refused_by_check(tmp_path, capsys, good, name, value, dtype, problem):
     reference = _labels(tmp_path, name, value, dtype)
     code, lines, written = run_check(tmp_path, capsys, good[0], good[1], reference)
@@ -214,12 +229,15 @@ def test_every_verb_reading_a_reference_uses_the_same_label_check(tmp_path, caps
         assert cli(["evaluate", "--reference", str(reference), "--prediction", str(mask)]) == 2
         assert f"{reference}: " in capsys.readouterr().err
         png = tmp_path / "qc.png"
-        assert cli(["qc", "--flair", str(good[0]), "--mask", str(mask), "--reference", str(reference),
-                    "-o", str(png)]) == 2
+        assert (
+            cli(["qc", "--flair", str(good[0]), "--mask", str(mask), "--reference", str(reference), "-o", str(png)])
+            == 2
+        )
         assert problem in capsys.readouterr().err and not png.exists()
         eight = write_nifti(tmp_path / "q.nii.gz", head().astype(np.uint8))
-        with pytest.raises(InputError, match=problem.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
-                           .replace("]", r"\]")):
+        with pytest.raises(
+            InputError, match=problem.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+        ):
             load_training_subject(eight, eight, eight, reference, "flair,t1,tophat")
 
 
@@ -248,17 +266,23 @@ def test_bom_crlf_and_blank_lines_are_read(tsv_files, good):
     assert list(table.index) == ["a"] and table.loc["a", "split"] == "test"
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("", "subjects TSV is empty"),
-    ("\n\n", "subjects TSV is empty"),
-    (HEADER + "\n", "has a header but no rows"),
-    (HEADER + "\n{row}\textra.nii.gz\n", "line 2 has 7 fields but the header has 6 (subject, site, flair, t1, "
-                                          "reference, split): extra field(s) from 'extra.nii.gz' on"),
-    (HEADER + "\n{row}\nb\tX\tf.nii.gz\n", "line 3 has 3 fields but the header has 6"),
-    ("subject\tflair\tflair\tt1\n", "column(s) flair appear more than once"),
-    ("subject,site,flair,t1\n", "must be tab-separated"),
-    ("subject\tsite\tt1\n", "lacks column(s) flair"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("", "subjects TSV is empty"),
+        ("\n\n", "subjects TSV is empty"),
+        (HEADER + "\n", "has a header but no rows"),
+        (
+            HEADER + "\n{row}\textra.nii.gz\n",
+            "line 2 has 7 fields but the header has 6 (subject, site, flair, t1, "
+            "reference, split): extra field(s) from 'extra.nii.gz' on",
+        ),
+        (HEADER + "\n{row}\nb\tX\tf.nii.gz\n", "line 3 has 3 fields but the header has 6"),
+        ("subject\tflair\tflair\tt1\n", "column(s) flair appear more than once"),
+        ("subject,site,flair,t1\n", "must be tab-separated"),
+        ("subject\tsite\tt1\n", "lacks column(s) flair"),
+    ],
+)
 def test_malformed_subjects_tsv_is_one_line_naming_the_file(tsv_files, content, problem):
     tsv, row = tsv_files
     tsv.write_text(content.format(row=row))
@@ -298,23 +322,40 @@ def _config(**changes):
     return config
 
 
-@pytest.mark.parametrize("changes, key, problem", [
-    ({"tophatt": {"area": 3}}, "tophatt", "unknown key; did you mean 'tophat'?"),
-    ({"train": {"overrides": {"iteratons": 5}}}, "train.overrides.iteratons", "did you mean 'iterations'?"),
-    ({"train": {"overrides": {"phases": [{"iterations": 5, "lr": 0.1, "momentun": 0.9}]}}},
-     "train.overrides.phases.0.momentun", "unknown key"),
-    ({"tophat": {"area": 25.0}}, "tophat.area", "25.0 is not of type integer"),
-    ({"tophat": {"area": "25.5"}}, "tophat.area", "25.5 is not of type integer"),
-    ({"segment": {"device": "gpu"}}, "segment.device", "'gpu' is not auto, cpu, cuda"),
-    ({"train": {"device": "cuda0"}}, "train.device", "is not auto, cpu, cuda"),
-    ({"requantize": {"low_percentile": 99.0, "high_percentile": 1.0}}, "requantize",
-     "low_percentile (99.0) must be below high_percentile (1.0)"),
-    ({"train": {"overrides": {"optimizer": "rmsprop"}}}, "train.overrides.optimizer", "'rmsprop' is not one of"),
-    ({"train": {"overrides": {"iterations": 0}}}, "train.overrides.iterations", "less than the minimum"),
-    ({"splits": {"train_per_site": "four"}}, "splits.train_per_site", "'four' is not of type number"),
-    ({"model": {"checkpoint": "/nowhere/model.pt"}}, "model.checkpoint", "/nowhere/model.pt: model file does not exist"),
-    ({"model": {"pretrained": "/nowhere/vgg.pth"}}, "model.pretrained", "is not none, torchvision or an existing file"),
-])
+@pytest.mark.parametrize(
+    "changes, key, problem",
+    [
+        ({"tophatt": {"area": 3}}, "tophatt", "unknown key; did you mean 'tophat'?"),
+        ({"train": {"overrides": {"iteratons": 5}}}, "train.overrides.iteratons", "did you mean 'iterations'?"),
+        (
+            {"train": {"overrides": {"phases": [{"iterations": 5, "lr": 0.1, "momentun": 0.9}]}}},
+            "train.overrides.phases.0.momentun",
+            "unknown key",
+        ),
+        ({"tophat": {"area": 25.0}}, "tophat.area", "25.0 is not of type integer"),
+        ({"tophat": {"area": "25.5"}}, "tophat.area", "25.5 is not of type integer"),
+        ({"segment": {"device": "gpu"}}, "segment.device", "'gpu' is not auto, cpu, cuda"),
+        ({"train": {"device": "cuda0"}}, "train.device", "is not auto, cpu, cuda"),
+        (
+            {"requantize": {"low_percentile": 99.0, "high_percentile": 1.0}},
+            "requantize",
+            "low_percentile (99.0) must be below high_percentile (1.0)",
+        ),
+        ({"train": {"overrides": {"optimizer": "rmsprop"}}}, "train.overrides.optimizer", "'rmsprop' is not one of"),
+        ({"train": {"overrides": {"iterations": 0}}}, "train.overrides.iterations", "less than the minimum"),
+        ({"splits": {"train_per_site": "four"}}, "splits.train_per_site", "'four' is not of type number"),
+        (
+            {"model": {"checkpoint": "/nowhere/model.pt"}},
+            "model.checkpoint",
+            "/nowhere/model.pt: model file does not exist",
+        ),
+        (
+            {"model": {"pretrained": "/nowhere/vgg.pth"}},
+            "model.pretrained",
+            "is not none, torchvision or an existing file",
+        ),
+    ],
+)
 def test_config_mistakes_name_the_key(changes, key, problem):
     with pytest.raises(ConfigError) as err:
         wmh_config.validate(_config(**changes))
@@ -323,9 +364,15 @@ def test_config_mistakes_name_the_key(changes, key, problem):
 
 def test_command_line_strings_are_read_as_yaml_where_the_schema_wants_more():
     """snakemake --config 'tophat={area: 30}' arrives as {'area': '30'} (YAML BaseLoader)."""
-    config = wmh_config.validate(_config(tophat={"area": "30"}, bias_correction={"shrink": ["4", "4", "1"]},
-                                         train={"overrides": {"iterations": "5", "class_weight": "1.5"}},
-                                         model={"checkpoint": "null"}, splits={"train_per_site": "0.5"}))
+    config = wmh_config.validate(
+        _config(
+            tophat={"area": "30"},
+            bias_correction={"shrink": ["4", "4", "1"]},
+            train={"overrides": {"iterations": "5", "class_weight": "1.5"}},
+            model={"checkpoint": "null"},
+            splits={"train_per_site": "0.5"},
+        )
+    )
     assert config["tophat"] == {"area": 30, "connectivity": 1}
     assert config["bias_correction"]["shrink"] == [4, 4, 1]
     assert config["train"]["overrides"] == {"iterations": 5, "class_weight": 1.5}
@@ -349,7 +396,6 @@ def test_overrides_schema_is_the_training_presets():
 
 def test_the_shipped_config_is_valid():
     import yaml
-
     from conftest import REPO
 
     wmh_config.validate(yaml.safe_load((REPO / "config.yaml").read_text()))
@@ -360,8 +406,10 @@ def test_planning_without_training_subjects_or_model(tmp_path):
 
     from wmhflow.plan import Plan
 
-    subjects = pd.DataFrame({"site": ["A"], "flair": ["f"], "t1": ["t"], "reference": [""], "split": ["predict"]},
-                            index=pd.Index(["01"], name="subject"))
+    subjects = pd.DataFrame(
+        {"site": ["A"], "flair": ["f"], "t1": ["t"], "reference": [""], "split": ["predict"]},
+        index=pd.Index(["01"], name="subject"),
+    )
     plan = Plan({"results": str(tmp_path), "model": {"name": "fcn2d", "checkpoint": None}}, subjects)
     with pytest.raises(ConfigError, match="config 'model.checkpoint': no subject of this cohort is in split 'train'"):
         plan.require_model_source()
@@ -404,9 +452,18 @@ def test_status_table_from_the_plan_and_the_logs(tmp_path):
     from wmhflow.status import status_table
 
     keys = [prefix(s) for s in ("01", "02", "03", "04")]
-    subjects = pd.DataFrame({"subject": ["01", "02", "03", "04"], "session": [""] * 4, "site": ["A"] * 4, "flair": ["f"] * 4, "t1": ["t"] * 4, "reference": ["r", "r", "", ""],
-                             "split": ["train", "test", "predict", "predict"]},
-                            index=pd.Index(keys, name="prefix"))
+    subjects = pd.DataFrame(
+        {
+            "subject": ["01", "02", "03", "04"],
+            "session": [""] * 4,
+            "site": ["A"] * 4,
+            "flair": ["f"] * 4,
+            "t1": ["t"] * 4,
+            "reference": ["r", "r", "", ""],
+            "split": ["train", "test", "predict", "predict"],
+        },
+        index=pd.Index(keys, name="prefix"),
+    )
     plan = Plan({"results": str(tmp_path / "results"), "model": {"name": "fcn2d", "checkpoint": None}}, subjects)
     for target in [plan.check_file(keys[0])] + [t for t in plan.preprocess_targets() if "sub-01" in t]:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -424,5 +481,7 @@ def test_status_table_from_the_plan_and_the_logs(tmp_path):
     assert table.loc["01", "status"] == "done" and table.loc["01", "outputs"] == "7/7"
     assert tuple(table.loc["02", ["status", "step"]]) == ("failed", "bias_correct_FLAIR")
     assert table.loc["02", "reason"] == "wmhflow bias-correct: error: /data/02.nii.gz: FLAIR is broken"
-    assert tuple(table.loc["03", ["status", "step"]]) == ("blocked", "train") and "no slices" in table.loc["03", "reason"]
+    assert (
+        tuple(table.loc["03", ["status", "step"]]) == ("blocked", "train") and "no slices" in table.loc["03", "reason"]
+    )
     assert tuple(table.loc["04", ["status", "reason"]]) == ("failed", "MemoryError: out of memory")

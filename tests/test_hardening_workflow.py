@@ -18,13 +18,29 @@ from wmhflow.paths import bids_path, prefix
 from wmhflow.synth import write_cohort
 
 REPO = Path(__file__).resolve().parent.parent
-PREPROCESSED = [("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "quant"), ("T1w", "quant"),
-                ("FLAIR", "tophat")]
+PREPROCESSED = [
+    ("T1w", "aligned"),
+    ("FLAIR", "n4"),
+    ("T1w", "n4"),
+    ("FLAIR", "quant"),
+    ("T1w", "quant"),
+    ("FLAIR", "tophat"),
+]
 
 
 def snakemake(workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -46,34 +62,63 @@ def hostile_cohort(root: Path):
     flair, t1 = np.asarray(flair_img.dataobj, np.float32), np.asarray(t1_img.dataobj, np.float32)
     ref = np.asarray(ref_img.dataobj, np.float32)
     bad = root / "bad inputs"
-    rows = [(s, table.loc[i, "site"], table.loc[i, "flair"], table.loc[i, "t1"], table.loc[i, "reference"], "train")
-            for i, s in enumerate(table["subject"])]
+    rows = [
+        (s, table.loc[i, "site"], table.loc[i, "flair"], table.loc[i, "t1"], table.loc[i, "reference"], "train")
+        for i, s in enumerate(table["subject"])
+    ]
     f0, t0 = table.loc[0, "flair"], table.loc[0, "t1"]
     shifted = flair_img.affine.copy()
     shifted[0, 3] += 6.0
-    rows.append(("qformsform", "Z", str(_save(flair_img, flair, bad / "qs" / "FLAIR q!=s.nii.gz",
-                                                qcode=1, scode=1, affine=shifted, sform=flair_img.affine)), t0, "", ""))
+    rows.append(
+        (
+            "qformsform",
+            "Z",
+            str(
+                _save(
+                    flair_img,
+                    flair,
+                    bad / "qs" / "FLAIR q!=s.nii.gz",
+                    qcode=1,
+                    scode=1,
+                    affine=shifted,
+                    sform=flair_img.affine,
+                )
+            ),
+            t0,
+            "",
+            "",
+        )
+    )
     ref255 = np.where(ref == 1, 255, ref)
     expected = {  # subject: (file, problem)
         "nocodes": (_save(flair_img, flair, bad / "nocodes" / "FLAIR.nii.gz", 0, 0), "FLAIR has no orientation"),
         "oneslice": (_save(flair_img, flair[:, :, 5:6], bad / "oneslice" / "FLAIR.nii.gz"), "a single slice"),
         "blank": (_save(flair_img, np.zeros_like(flair), bad / "blank" / "FLAIR.nii.gz"), "FLAIR is constant"),
-        "voxel192": (_save(t1_img, t1, bad / "voxel192" / "T1.nii.gz", affine=np.diag([192.0, 1.0, 1.0, 1.0])),
-                     "T1 voxel size 192 mm"),
+        "voxel192": (
+            _save(t1_img, t1, bad / "voxel192" / "T1.nii.gz", affine=np.diag([192.0, 1.0, 1.0, 1.0])),
+            "T1 voxel size 192 mm",
+        ),
         "t1isflair": (Path(f0), "T1 is the FLAIR file itself"),
-        "label255": (_save(ref_img, ref255.astype(np.uint8), bad / "label255" / "wmh.nii.gz"),
-                     "unknown label value(s) [255]"),
+        "label255": (
+            _save(ref_img, ref255.astype(np.uint8), bad / "label255" / "wmh.nii.gz"),
+            "unknown label value(s) [255]",
+        ),
         "fuzzy": (_save(ref_img, ref * 0.7, bad / "fuzzy" / "wmh.nii.gz"), "reference is not a label image"),
-        "offgrid": (_save(ref_img, ref, bad / "offgrid" / "wmh.nii.gz", affine=shifted),
-                    "reference voxel-to-world affine differs from the FLAIR's"),
+        "offgrid": (
+            _save(ref_img, ref, bad / "offgrid" / "wmh.nii.gz", affine=shifted),
+            "reference voxel-to-world affine differs from the FLAIR's",
+        ),
         "truncated": (bad / "truncated" / "T1.nii.gz", "T1 is not a readable NIfTI"),
     }
     (bad / "truncated").mkdir(parents=True)
     (bad / "truncated" / "T1.nii.gz").write_bytes(Path(t0).read_bytes()[:400])
     for subject, (path, _) in expected.items():
         files = {"flair": f0, "t1": t0, "reference": ""}
-        role = "reference" if "wmh" in path.name else ("t1" if subject in ("voxel192", "t1isflair", "truncated")
-                                                        else "flair")
+        role = (
+            "reference"
+            if "wmh" in path.name
+            else ("t1" if subject in ("voxel192", "t1isflair", "truncated") else "flair")
+        )
         files[role] = str(path)
         rows.append((subject, "Z", files["flair"], files["t1"], files["reference"], ""))
     lines = ["subject\tsite\tflair\tt1\treference\tsplit"] + ["\t".join(map(str, r)) for r in rows]
@@ -146,8 +191,12 @@ def test_the_error_line_and_the_status_table_reach_the_terminal(hostile_run):
         assert (row["status"], row["step"]) == ("failed", "check_subject")
         assert f"{path}: " in row["reason"] and problem in row["reason"]
     # the same table at any time from the verb, from the run's own config file
-    verb = subprocess.run([sys.executable, "-m", "wmhflow.cli", "status", "--configfile", str(root / "run config.yaml")],
-                          capture_output=True, text=True, cwd=root)
+    verb = subprocess.run(
+        [sys.executable, "-m", "wmhflow.cli", "status", "--configfile", str(root / "run config.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert verb.returncode == 1, verb.stderr
     again = pd.read_csv(pd.io.common.StringIO(verb.stdout), sep="\t", dtype=str, keep_default_na=False)
     assert again.set_index("subject")["status"].to_dict() == status["status"].to_dict()
@@ -161,10 +210,13 @@ def small_tsv(tmp_path_factory):
     return root, root / "in" / "subjects.tsv"
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["tophatt={area: 3}"], "config 'tophatt': unknown key; did you mean 'tophat'?"),
-    (["tophat={area: 25.0}"], "config 'tophat.area': 25.0 is not of type integer"),
-])  # every other config case: test_hardening.py::test_config_mistakes_name_the_key, without Snakemake
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["tophatt={area: 3}"], "config 'tophatt': unknown key; did you mean 'tophat'?"),
+        (["tophat={area: 25.0}"], "config 'tophat.area': 25.0 is not of type integer"),
+    ],
+)  # every other config case: test_hardening.py::test_config_mistakes_name_the_key, without Snakemake
 def test_config_mistakes_stop_planning_naming_the_key(small_tsv, extra, message):
     root, tsv = small_tsv
     run = snakemake(root, "-n", "preprocess", "--config", f"cohort={tsv}", *extra)
@@ -174,8 +226,16 @@ def test_config_mistakes_stop_planning_naming_the_key(small_tsv, extra, message)
 
 def test_command_line_config_forms_reach_the_rules(small_tsv):
     root, tsv = small_tsv
-    run = snakemake(root, "-n", "-p", "preprocess", "--config", f"cohort={tsv}", "tophat={area: 30}",
-                    "bias_correction={shrink: [4, 4, 1]}")
+    run = snakemake(
+        root,
+        "-n",
+        "-p",
+        "preprocess",
+        "--config",
+        f"cohort={tsv}",
+        "tophat={area: 30}",
+        "bias_correction={shrink: [4, 4, 1]}",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "--area 30 --connectivity 1" in run.stdout and "--shrink 4 4 1" in run.stdout
 
@@ -200,9 +260,18 @@ def test_a_model_of_the_other_requantization_window_stops_the_run_before_any_job
     run = snakemake(root, "preprocess", "--config", f"cohort={tsv}", f"model={{checkpoint: '{old}'}}")
     said = run.stdout + run.stderr
     assert run.returncode != 0
-    assert (f"config 'requantize.window': tissue, but model {old} was trained on percentile-window volumes: "
-            "set requantize.window: percentile") in said
+    assert (
+        f"config 'requantize.window': tissue, but model {old} was trained on percentile-window volumes: "
+        "set requantize.window: percentile"
+    ) in said
     assert not list((root / "results").glob("sub-*"))  # no job ran
-    run = snakemake(root, "-n", "preprocess", "--config", f"cohort={tsv}", f"model={{checkpoint: '{old}'}}",
-                    "requantize={window: percentile}")
+    run = snakemake(
+        root,
+        "-n",
+        "preprocess",
+        "--config",
+        f"cohort={tsv}",
+        f"model={{checkpoint: '{old}'}}",
+        "requantize={window: percentile}",
+    )
     assert run.returncode == 0, run.stderr[-2000:]

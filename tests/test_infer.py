@@ -10,14 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-from wmhflow.fcn import device as wd
-from wmhflow.fcn import infer
-from wmhflow.errors import ConfigError, InputError
-from wmhflow.fcn.model import build_model, save_model
-
 from conftest import wmhflow_command, write_nifti
 
+from wmhflow.errors import ConfigError, InputError
+from wmhflow.fcn import device as wd
+from wmhflow.fcn import infer
+from wmhflow.fcn.model import build_model, save_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,7 +34,7 @@ def head_volumes(shape, centre, radii, seed=0, empty=()):
         flair[..., k][inside] = rng.integers(60, 140, int(inside.sum()))
         t1[..., k][inside] = rng.integers(90, 200, int(inside.sum()))
         spot = tuple(int(c + rng.integers(-2, 3)) for c in centre)
-        flair[spot[0] - 1:spot[0] + 2, spot[1] - 1:spot[1] + 2, k] = 240
+        flair[spot[0] - 1 : spot[0] + 2, spot[1] - 1 : spot[1] + 2, k] = 240
     tophat = np.where(flair > 200, flair - 120, 0).astype(np.uint8)
     return {"flair": flair, "t1": t1, "tophat": tophat}
 
@@ -157,8 +155,15 @@ def test_forward_runs_in_inference_mode_channels_last_eval(net):
     checks = []
 
     def spy(model, batch, device, amp):
-        checks.append((torch.is_inference_mode_enabled(), model.training, amp, device.type,
-                       model.features[0].weight.is_contiguous(memory_format=torch.channels_last)))
+        checks.append(
+            (
+                torch.is_inference_mode_enabled(),
+                model.training,
+                amp,
+                device.type,
+                model.features[0].weight.is_contiguous(memory_format=torch.channels_last),
+            )
+        )
         return infer._forward(model, batch, device, amp)
 
     net.train()
@@ -234,9 +239,9 @@ def oblique_affine():
 def lps_permuted_affine():
     # voxel axes: i -> anterior-posterior (P), j -> superior-inferior... an LPS-like, permuted order
     affine = np.zeros((4, 4))
-    affine[0, 1] = -1.0   # j runs right -> left
-    affine[1, 0] = -1.2   # i runs anterior -> posterior
-    affine[2, 2] = 2.5    # k runs inferior -> superior
+    affine[0, 1] = -1.0  # j runs right -> left
+    affine[1, 0] = -1.2  # i runs anterior -> posterior
+    affine[2, 2] = 2.5  # k runs inferior -> superior
     affine[:3, 3] = [40.0, 30.0, -10.0]
     affine[3, 3] = 1.0
     return affine
@@ -263,19 +268,42 @@ def parse(argv):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory, net):
-    return save_model(tmp_path_factory.mktemp("model") / "model.pt", net,
-                      {"requantize": "tissue", "name": "t", "channels": "flair,t1,tophat"})
+    return save_model(
+        tmp_path_factory.mktemp("model") / "model.pt",
+        net,
+        {"requantize": "tissue", "name": "t", "channels": "flair,t1,tophat"},
+    )
 
 
-@pytest.mark.parametrize("affine,codes", [(oblique_affine(), (1, 1)), (lps_permuted_affine(), (2, 4))],
-                         ids=["oblique", "lps-permuted"])
+@pytest.mark.parametrize(
+    "affine,codes", [(oblique_affine(), (1, 1)), (lps_permuted_affine(), (2, 4))], ids=["oblique", "lps-permuted"]
+)
 def test_outputs_on_the_exact_flair_grid_and_header(tmp_path, net, model_file, affine, codes):
     volumes = head_volumes((36, 28, 5), centre=(17, 14), radii=(12, 9), seed=7, empty=(4,))
     paths = write_subject(tmp_path, volumes, affine, codes)
     out = tmp_path / "out"
-    args = parse(["--flair", paths["flair"], "--t1", paths["t1"], "--tophat", paths["tophat"],
-                  "--model", model_file, "--probseg", out / "p.nii.gz", "--mask", out / "m.nii.gz",
-                  "--device", "cpu", "--threads", "1", "--min-depth-mm", "0"])  # a 12 mm 'head'
+    args = parse(
+        [
+            "--flair",
+            paths["flair"],
+            "--t1",
+            paths["t1"],
+            "--tophat",
+            paths["tophat"],
+            "--model",
+            model_file,
+            "--probseg",
+            out / "p.nii.gz",
+            "--mask",
+            out / "m.nii.gz",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--min-depth-mm",
+            "0",
+        ]
+    )  # a 12 mm 'head'
     assert infer.main(args) == 0
     flair = nib.load(str(paths["flair"]))
     expected = run(net, volumes)
@@ -316,18 +344,34 @@ def test_bad_inputs_fail_before_writing(tmp_path, model_file):
         with pytest.raises(InputError, match=problem):
             infer.main(parse(argv + common))
     with pytest.raises(ConfigError, match="device"):
-        infer.main(parse(["--flair", paths["flair"], "--t1", paths["t1"], "--tophat", paths["tophat"]]
-                         + common[:-1] + ["gpu"]))
+        infer.main(
+            parse(["--flair", paths["flair"], "--t1", paths["t1"], "--tophat", paths["tophat"]] + common[:-1] + ["gpu"])
+        )
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_cli_one_line_error(tmp_path, model_file):
     volumes = head_volumes((20, 20, 3), centre=(10, 10), radii=(6, 6))
     paths = write_subject(tmp_path, volumes, np.eye(4))
-    result = subprocess.run(wmhflow_command() + [
-        "infer", "--flair", str(paths["flair"]), "--t1", str(paths["t1"]), "--model", str(model_file),
-        "--probseg", str(tmp_path / "p.nii.gz"), "--mask", str(tmp_path / "m.nii.gz")],
-        capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        wmhflow_command()
+        + [
+            "infer",
+            "--flair",
+            str(paths["flair"]),
+            "--t1",
+            str(paths["t1"]),
+            "--model",
+            str(model_file),
+            "--probseg",
+            str(tmp_path / "p.nii.gz"),
+            "--mask",
+            str(tmp_path / "m.nii.gz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert "need a tophat" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "p.nii.gz").exists()

@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO, write_nifti
+from test_infer import head_volumes, lps_permuted_affine, oblique_affine
 
-from wmhflow.fcn import calibration, infer, train
 from wmhflow import segment
 from wmhflow.errors import ConfigError, InputError
 from wmhflow.evaluation.metrics import evaluate_arrays
+from wmhflow.fcn import calibration, infer, train
 from wmhflow.fcn.model import build_model, load_model, save_model
 from wmhflow.fcn.postprocess import clean_mask
-
-from conftest import REPO, write_nifti
-from test_infer import head_volumes, lps_permuted_affine, oblique_affine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -71,6 +70,7 @@ def test_flip_averages_the_mirrored_pass_along_the_given_axis(net, axis):
             shape[1 + axis_] = -1
             full = np.broadcast_to(ramp.reshape(shape) if axis_ == axis else 0.5, (len(batch),) + batch.shape[2:])
             return np.ascontiguousarray(full, np.float32)
+
         return forward
 
     head = volumes["flair"] > 0
@@ -140,11 +140,29 @@ def parse_infer(argv):
 
 
 def infer_files(paths, models, out, *extra):
-    args = parse_infer(["--flair", paths["flair"], "--t1", paths["t1"], "--tophat", paths["tophat"],
-                        "--model", *models, "--probseg", out / "p.nii.gz", "--mask", out / "m.nii.gz",
-                        "--device", "cpu", "--threads", "1",
-                        # these 'heads' are ~12 mm across: the default depth rule would drop every voxel
-                        *(() if "--min-depth-mm" in extra else ("--min-depth-mm", "0")), *extra])
+    args = parse_infer(
+        [
+            "--flair",
+            paths["flair"],
+            "--t1",
+            paths["t1"],
+            "--tophat",
+            paths["tophat"],
+            "--model",
+            *models,
+            "--probseg",
+            out / "p.nii.gz",
+            "--mask",
+            out / "m.nii.gz",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            # these 'heads' are ~12 mm across: the default depth rule would drop every voxel
+            *(() if "--min-depth-mm" in extra else ("--min-depth-mm", "0")),
+            *extra,
+        ]
+    )
     assert infer.main(args) == 0
     prob = np.asarray(nib.load(str(out / "p.nii.gz")).dataobj)
     mask = np.asarray(nib.load(str(out / "m.nii.gz")).dataobj)
@@ -202,9 +220,16 @@ def test_threshold_chooser_finds_the_known_optimum():
 
 
 def calibrated(net, path, thresholds):
-    return save_model(path, net, {"requantize": "tissue", "name": "c", "channels": "flair,t1,tophat",
-                                  "calibration": {"criterion": calibration.CRITERION, "subjects": 1,
-                                                  "thresholds": thresholds}})
+    return save_model(
+        path,
+        net,
+        {
+            "requantize": "tissue",
+            "name": "c",
+            "channels": "flair,t1,tophat",
+            "calibration": {"criterion": calibration.CRITERION, "subjects": 1, "thresholds": thresholds},
+        },
+    )
 
 
 def test_stored_threshold_round_trips_and_is_used(tmp_path, net):
@@ -245,8 +270,9 @@ def test_calibration_runs_inference_on_validation_files(tmp_path, net):
     paths = write_subject(tmp_path / "in", volumes)
     reference = (volumes["flair"] > 200).astype(np.uint8)
     ref_path = write_nifti(tmp_path / "in/ref.nii.gz", reference, np.diag([0.9, 1.1, 3.0, 1.0]), np.uint8)
-    result = train.calibrate_model(net, [(paths["flair"], paths["t1"], paths["tophat"], ref_path)],
-                                         "flair,t1,tophat", "cpu")
+    result = train.calibrate_model(
+        net, [(paths["flair"], paths["t1"], paths["tophat"], ref_path)], "flair,t1,tophat", "cpu"
+    )
     assert set(result["thresholds"]) == {"none", "flip"} and result["subjects"] == 1
     prob = run(net, volumes)
     expected = calibration.choose_threshold([prob], [reference])
@@ -257,7 +283,7 @@ def test_calibration_runs_inference_on_validation_files(tmp_path, net):
 # --------------------------------------------------------------------------- post-processing
 def test_min_lesion_size_is_a_volume_in_mm3_on_anisotropic_voxels():
     mask = np.zeros((20, 20, 10), bool)
-    mask[2:5, 2, 2] = True        # 3 voxels in a row
+    mask[2:5, 2, 2] = True  # 3 voxels in a row
     mask[10, 10, 5] = mask[11, 11, 6] = True  # 2 voxels touching at a corner: one 26-connected component
     mask[15:18, 15:18, 2:5] = True  # 27 voxels
     thick = (0.5, 0.5, 4.0)  # 1 mm^3 voxels
@@ -277,9 +303,9 @@ def test_superficial_components_are_removed_by_physical_depth():
     head = np.zeros((40, 40, 12), bool)
     head[5:35, 5:35, 1:11] = True
     mask = np.zeros(head.shape, bool)
-    mask[6, 20, 6] = True     # 2 voxels (x 1 mm) inside the head's side surface: scalp
-    mask[20, 20, 6] = True    # in the middle: 15 mm from the side, 5 slices (x 3 mm) from top and bottom
-    mask[20, 20, 2] = True    # 2 slices from the bottom surface: 6 mm deep on 3 mm slices, 2 mm if isotropic
+    mask[6, 20, 6] = True  # 2 voxels (x 1 mm) inside the head's side surface: scalp
+    mask[20, 20, 6] = True  # in the middle: 15 mm from the side, 5 slices (x 3 mm) from top and bottom
+    mask[20, 20, 2] = True  # 2 slices from the bottom surface: 6 mm deep on 3 mm slices, 2 mm if isotropic
     deep_slices = (1.0, 1.0, 3.0)
     cleaned, report = clean_mask(mask, deep_slices, head, min_depth_mm=5.0)
     assert report["removed_superficial"] == 1 and not cleaned[6, 20, 6] and cleaned[20, 20, 2] and cleaned[20, 20, 6]
@@ -296,8 +322,17 @@ def test_infer_applies_post_processing_with_the_headers_voxel_size(tmp_path, net
     prob, mask, record = infer_files(paths, [model], tmp_path / "plain", "--threshold", "0.5")
     size = 0.9 * 1.1 * 3.0
     expected, report = clean_mask(prob >= 0.5, (0.9, 1.1, 3.0), volumes["flair"] > 0, 5 * size, 4.0)
-    _, cleaned, record = infer_files(paths, [model], tmp_path / "clean", "--threshold", "0.5",
-                                     "--min-lesion-mm3", str(5 * size), "--min-depth-mm", "4")
+    _, cleaned, record = infer_files(
+        paths,
+        [model],
+        tmp_path / "clean",
+        "--threshold",
+        "0.5",
+        "--min-lesion-mm3",
+        str(5 * size),
+        "--min-depth-mm",
+        "4",
+    )
     assert np.array_equal(cleaned, expected) and record["PostProcessing"] == report
     assert record["MinLesionVolume_mm3"] == pytest.approx(5 * size)
     with pytest.raises(ConfigError, match="min_lesion_mm3"):
@@ -310,8 +345,10 @@ def test_cli_defaults_equal_the_schema_and_config_defaults():
     schema = yaml.safe_load((REPO / "workflow/wmhflow/schemas/config.schema.yaml").read_text())
     segment_schema = schema["properties"]["segment"]["properties"]
     config = yaml.safe_load((REPO / "config.yaml").read_text())["segment"]
-    for module, required in ((infer, ["--flair", "f", "--model", "m", "--probseg", "p", "--mask", "k"]),
-                             (segment, ["--flair", "f", "--model", "m", "-o", "o"])):
+    for module, required in (
+        (infer, ["--flair", "f", "--model", "m", "--probseg", "p", "--mask", "k"]),
+        (segment, ["--flair", "f", "--model", "m", "-o", "o"]),
+    ):
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
         args = parser.parse_args(required)
@@ -324,15 +361,23 @@ def test_config_accepts_a_list_of_checkpoints_and_command_line_thresholds(tmp_pa
 
     first = save_model(tmp_path / "a.pt", net, {"requantize": "tissue", "name": "a"})
     second = save_model(tmp_path / "b.pt", net, {"requantize": "tissue", "name": "b"})
-    config = wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"),
-                                  "model": {"checkpoint": [str(first), str(second)]}})
+    config = wmh_config.validate(
+        {"cohort": "demo", "results": str(tmp_path / "r"), "model": {"checkpoint": [str(first), str(second)]}}
+    )
     assert config["model"]["checkpoint"] == [str(first), str(second)] and config["segment"]["threshold"] == 0.5
     with pytest.raises(ConfigError, match=r"model.checkpoint.*missing.pt"):
-        wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"),
-                             "model": {"checkpoint": [str(first), str(tmp_path / "missing.pt")]}})
+        wmh_config.validate(
+            {
+                "cohort": "demo",
+                "results": str(tmp_path / "r"),
+                "model": {"checkpoint": [str(first), str(tmp_path / "missing.pt")]},
+            }
+        )
     # --config 'segment={threshold: 0.3}' reaches the schema as the string '0.3'
     for given, expected in (("0.3", 0.3), ("auto", "auto"), ("null", None)):
-        config = wmh_config.validate({"cohort": "demo", "results": str(tmp_path / "r"), "segment": {"threshold": given}})
+        config = wmh_config.validate(
+            {"cohort": "demo", "results": str(tmp_path / "r"), "segment": {"threshold": given}}
+        )
         assert config["segment"]["threshold"] == expected
     for bad in ("high", "1.5", 0):
         with pytest.raises(ConfigError, match="segment.threshold"):

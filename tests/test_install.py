@@ -28,12 +28,25 @@ def test_wheel_in_a_fresh_venv_runs_the_cli_and_plans_a_run(tmp_path, small_coho
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "workflow" / "wmhflow", source / "workflow" / "wmhflow",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "workflow" / "wmhflow", source / "workflow" / "wmhflow", ignore=shutil.ignore_patterns("__pycache__")
+    )
     wheels = tmp_path / "wheels"
     # no build isolation: setuptools comes from the test environment (nothing to download)
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-          str(source)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(source),
+        ]
+    )
     (wheel,) = wheels.glob("wmhflow-*.whl")
     fresh = tmp_path / "fresh"
     _run([sys.executable, "-m", "venv", str(fresh)])
@@ -44,15 +57,34 @@ def test_wheel_in_a_fresh_venv_runs_the_cli_and_plans_a_run(tmp_path, small_coho
 
     env = dict(os.environ, PATH=f"{fresh / 'bin'}{os.pathsep}{os.environ['PATH']}")
     env.pop("PYTHONPATH", None)
-    where = _run([str(python), "-c", "import wmhflow.config as c; print(c.__file__); print(c.SCHEMA_PATH.is_file())"],
-                 cwd=tmp_path, env=env).stdout.split()
+    where = _run(
+        [str(python), "-c", "import wmhflow.config as c; print(c.__file__); print(c.SCHEMA_PATH.is_file())"],
+        cwd=tmp_path,
+        env=env,
+    ).stdout.split()
     assert where[0].startswith(str(fresh)) and where[1] == "True", where  # the wheel's copy, not the source tree
     assert "check" in _run([str(fresh / "bin" / "wmhflow"), "--help"], env=env).stdout
 
     cohort, _ = small_cohort
     workdir = tmp_path / "run"
     workdir.mkdir()
-    plan = _run([str(fresh / "bin" / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                 "--cores", "1", "--dry-run", "--quiet", "rules", "--config", f"cohort={cohort}",
-                 "splits={train_per_site: 1}"], env=env, cwd=workdir)
+    plan = _run(
+        [
+            str(fresh / "bin" / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--cores",
+            "1",
+            "--dry-run",
+            "--quiet",
+            "rules",
+            "--config",
+            f"cohort={cohort}",
+            "splits={train_per_site: 1}",
+        ],
+        env=env,
+        cwd=workdir,
+    )
     assert "segment" in plan.stdout and "train" in plan.stdout, plan.stdout

@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import write_nifti
+
 from wmhflow import io
 from wmhflow.errors import InputError
 
@@ -102,5 +102,7 @@ def test_require_same_grid_names_both_files(tmp_path):
     a = io.load_nifti(write_nifti(tmp_path / "a.nii.gz", np.zeros((4, 4, 4))))
     b = io.load_nifti(write_nifti(tmp_path / "b.nii.gz", np.zeros((4, 4, 4)), np.diag([1, 1, 2.0, 1])))
     assert io.same_grid(a, a) and not io.same_grid(a, b)
-    with pytest.raises(InputError, match=r"b.nii.gz: reference voxel-to-world affine differs from the FLAIR's \(.*a.nii.gz\)"):
+    with pytest.raises(
+        InputError, match=r"b.nii.gz: reference voxel-to-world affine differs from the FLAIR's \(.*a.nii.gz\)"
+    ):
         io.require_same_grid(b, tmp_path / "b.nii.gz", a, tmp_path / "a.nii.gz", "reference")

@@ -23,8 +23,16 @@ from wmhflow.preprocess.align import align_t1_to_flair
 
 HEAVY = ("torch", "pandas", "SimpleITK", "skimage", "numba", "matplotlib")
 #: verb -> the heavy libraries importing its module may pull in (the rest come at run time, if used)
-ALLOWED = {"check": (), "align-t1": (), "bias-correct": (), "requantize": (), "tophat": (),
-           "evaluate": ("pandas",), "lesions": ("pandas",), "infer": ("torch",)}
+ALLOWED = {
+    "check": (),
+    "align-t1": (),
+    "bias-correct": (),
+    "requantize": (),
+    "tophat": (),
+    "evaluate": ("pandas",),
+    "lesions": ("pandas",),
+    "infer": ("torch",),
+}
 
 
 def _heavy_after(code: str) -> list[str]:
@@ -41,20 +49,21 @@ def test_importing_a_verb_pulls_in_only_the_libraries_it_needs(verb):
 
 
 def test_a_preprocessing_verbs_help_imports_no_torch_simpleitk_numba_or_pandas():
-    code = ("from wmhflow.cli import main\n"
-            "try:\n    main(['requantize', '--help'])\nexcept SystemExit:\n    pass")
+    code = "from wmhflow.cli import main\ntry:\n    main(['requantize', '--help'])\nexcept SystemExit:\n    pass"
     assert _heavy_after(code) == []
 
 
 @pytest.mark.slow
 def test_the_tophat_kernel_is_compiled_once_and_loaded_from_the_disk_cache_after(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    stats = ("import json, numpy as np\n"
-             "from wmhflow.preprocess.tophat import area_tophat, warm_kernel_cache\n"
-             "from wmhflow.preprocess._area_opening import open_slices\n"
-             "{work}\n"
-             "s = open_slices.stats\n"
-             "print(json.dumps([sum(s.cache_hits.values()), sum(s.cache_misses.values())]))")
+    stats = (
+        "import json, numpy as np\n"
+        "from wmhflow.preprocess.tophat import area_tophat, warm_kernel_cache\n"
+        "from wmhflow.preprocess._area_opening import open_slices\n"
+        "{work}\n"
+        "s = open_slices.stats\n"
+        "print(json.dumps([sum(s.cache_hits.values()), sum(s.cache_misses.values())]))"
+    )
 
     def run(work):
         done = subprocess.run([sys.executable, "-c", stats.format(work=work)], capture_output=True, text=True, env=env)
@@ -65,8 +74,10 @@ def test_the_tophat_kernel_is_compiled_once_and_loaded_from_the_disk_cache_after
     assert misses == 2 and hits == 0  # a fresh cache: both layouts compiled (and written to disk)
     volume = np.random.default_rng(0).integers(0, 255, (20, 16, 3), dtype=np.uint8)
     # the two layouts a job meets: a volume read by nibabel (Fortran order) and one computed in memory
-    hits, misses = run(f"v = np.array({volume.tolist()}, np.uint8)\n"
-                       "area_tophat(np.asfortranarray(v), 5)\narea_tophat(np.ascontiguousarray(v), 5)")
+    hits, misses = run(
+        f"v = np.array({volume.tolist()}, np.uint8)\n"
+        "area_tophat(np.asfortranarray(v), 5)\narea_tophat(np.ascontiguousarray(v), 5)"
+    )
     assert misses == 0 and hits >= 1, (hits, misses)  # loaded from disk: no JIT in this process
 
 
@@ -82,8 +93,20 @@ def test_a_t1_on_the_flair_grid_is_passed_through_in_its_own_integer_type(tmp_pa
     from wmhflow.cli import main
 
     out = tmp_path / "aligned.nii.gz"
-    assert main(["align-t1", "--flair", str(tmp_path / "flair.nii.gz"), "--t1", str(tmp_path / "t1.nii.gz"),
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "align-t1",
+                "--flair",
+                str(tmp_path / "flair.nii.gz"),
+                "--t1",
+                str(tmp_path / "t1.nii.gz"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = nib.load(str(out))
     assert written.get_data_dtype() == np.int16
     np.testing.assert_array_equal(np.asanyarray(written.dataobj), np.asanyarray(t1.dataobj))
@@ -108,7 +131,7 @@ def test_every_per_subject_rule_asks_for_at_least_its_measured_peak_at_256_cubed
     rules = "".join((repo / "workflow/rules" / name).read_text() for name in ("check.smk", "preprocess.smk"))
     asked = {name: int(mem) for name, mem in re.findall(r"^rule (\w+):.*?mem_mb=(\d+)", rules, re.S | re.M)}
     asked["segment"] = yaml.safe_load((repo / "config.yaml").read_text())["segment"]["mem_mb"]
-    mvoxels = 256 ** 3 / 1e6
+    mvoxels = 256**3 / 1e6
     for rule, fit in fits.iterrows():
         name = re.sub(r"_(FLAIR|T1w)$", "", rule)
         peak = fit["fixed_mb"] + fit["per_mvoxel_mb"] * mvoxels

@@ -15,8 +15,8 @@ from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from wmhflow.io import to_sitk
 from wmhflow.evaluation.metrics import KEYS, boundary, evaluate_arrays, image_diagonal
+from wmhflow.io import to_sitk
 
 EYE = np.eye(4)
 
@@ -127,7 +127,12 @@ def test_lesion_touching_the_image_border_has_no_boundary_along_the_border():
     pred[0, 0, 0] = 1  # the corner voxel only
     # reference boundary: only the two inner sides (5 voxels), not the 4 voxels along the border
     assert set(map(tuple, np.argwhere(boundary(ref.astype(bool))))) == {
-        (2, 0, 0), (2, 1, 0), (2, 2, 0), (0, 2, 0), (1, 2, 0)}
+        (2, 0, 0),
+        (2, 1, 0),
+        (2, 2, 0),
+        (0, 2, 0),
+        (1, 2, 0),
+    }
     ref_to_pred = np.sort([2, 2, math.sqrt(5), math.sqrt(5), math.sqrt(8)])
     expected = max(ref_to_pred[3] + 0.8 * (ref_to_pred[4] - ref_to_pred[3]), 2.0)  # linear 95th percentile
     m = evaluate_arrays(ref, pred, EYE)
@@ -197,7 +202,7 @@ def test_lesion_f1_with_unequal_precision_and_recall():
 def test_edge_cases_have_defined_values_and_reasons():
     affine = np.diag([1.0, 2.0, 3.0, 1.0])
     empty = np.zeros((5, 5, 3), np.uint8)
-    diagonal = math.sqrt(4 ** 2 + 8 ** 2 + 6 ** 2)
+    diagonal = math.sqrt(4**2 + 8**2 + 6**2)
     assert image_diagonal(empty.shape, affine) == pytest.approx(diagonal)
     some = empty.copy()
     some[2, 2, 1] = some[2, 3, 1] = 1
@@ -240,8 +245,9 @@ def test_mask_filling_whole_slices_is_measured_by_its_voxels():
 
 
 # -------------------------------------------------------------------------- property tests
-masks = hnp.arrays(np.uint8, st.tuples(st.integers(3, 8), st.integers(3, 8), st.integers(1, 4)),
-                   elements=st.integers(0, 2))
+masks = hnp.arrays(
+    np.uint8, st.tuples(st.integers(3, 8), st.integers(3, 8), st.integers(1, 4)), elements=st.integers(0, 2)
+)
 angles = st.tuples(*[st.floats(-np.pi, np.pi)] * 3)
 spacings = st.tuples(st.floats(0.3, 3.0), st.floats(0.3, 3.0), st.floats(0.5, 5.0))
 
@@ -250,8 +256,11 @@ spacings = st.tuples(st.floats(0.3, 3.0), st.floats(0.3, 3.0), st.floats(0.5, 5.
 @given(masks, angles, spacings)
 def test_perfect_prediction(reference, angle, spacing):
     affine = oblique(angle, spacing)
-    for perfect in ((reference == 1).astype(np.uint8), (reference == 1).astype(np.float32),
-                    np.where(reference == 2, 7, reference).astype(np.int16)):  # label 2 predicted too
+    for perfect in (
+        (reference == 1).astype(np.uint8),
+        (reference == 1).astype(np.float32),
+        np.where(reference == 2, 7, reference).astype(np.int16),
+    ):  # label 2 predicted too
         m = evaluate_arrays(reference, perfect, affine)
         assert (m["dice"], m["h95_mm"], m["avd_pct"], m["lesion_recall"], m["lesion_f1"]) == (1, 0, 0, 1, 1)
         assert m["fp_voxels"] == m["fn_voxels"] == 0
@@ -289,8 +298,9 @@ def official(reference, prediction, affine):
     points = []
     for image in (a, b):
         edge = sitk.GetArrayFromImage(sitk.Subtract(image, sitk.BinaryErode(image, (1, 1, 0))))
-        points.append(np.array([a.TransformIndexToPhysicalPoint([int(v) for v in idx[::-1]])
-                                for idx in np.argwhere(edge)]))
+        points.append(
+            np.array([a.TransformIndexToPhysicalPoint([int(v) for v in idx[::-1]]) for idx in np.argwhere(edge)])
+        )
     d_ab = cKDTree(points[1]).query(points[0])[0]
     d_ba = cKDTree(points[0]).query(points[1])[0]
     h95 = max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))

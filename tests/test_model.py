@@ -7,19 +7,30 @@ import numpy as np
 import pytest
 import torch
 
-from wmhflow.fcn import model as wm
 from wmhflow.errors import ConfigError, InputError
+from wmhflow.fcn import model as wm
 from wmhflow.fcn.slices import INPUT_STD, colour_slices, required_volumes, to_input
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # torchvision's vgg16().features: convolution index -> (in, out) channels (stage 5 included: a real
 # file has it, the FCN ignores it)
-TORCHVISION_VGG16_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256),
-                           12: (256, 256), 14: (256, 256), 17: (256, 512), 19: (512, 512), 21: (512, 512),
-                           24: (512, 512), 26: (512, 512), 28: (512, 512)}
+TORCHVISION_VGG16_CONVS = {
+    0: (3, 64),
+    2: (64, 64),
+    5: (64, 128),
+    7: (128, 128),
+    10: (128, 256),
+    12: (256, 256),
+    14: (256, 256),
+    17: (256, 512),
+    19: (512, 512),
+    21: (512, 512),
+    24: (512, 512),
+    26: (512, 512),
+    28: (512, 512),
+}
 USED = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21]  # conv1_1 .. conv4_3
 
 
@@ -63,7 +74,11 @@ def test_architecture_is_vgg16_stages_1_to_4_with_side_layers():
     pools = [i for i, m in enumerate(net.features) if isinstance(m, torch.nn.MaxPool2d)]
     assert pools == [4, 9, 16]  # three poolings: stage 4 is at 1/8 resolution
     assert [(s.in_channels, s.out_channels, s.kernel_size) for s in net.side] == [
-        (64, 16, (3, 3)), (128, 16, (3, 3)), (256, 16, (3, 3)), (512, 16, (3, 3))]
+        (64, 16, (3, 3)),
+        (128, 16, (3, 3)),
+        (256, 16, (3, 3)),
+        (512, 16, (3, 3)),
+    ]
     assert (net.fuse.in_channels, net.fuse.out_channels, net.fuse.kernel_size) == (64, 2, (1, 1))
 
 
@@ -162,8 +177,11 @@ def test_missing_pretrained_path_is_a_config_error(tmp_path):
 def test_pretrained_none_is_he_initialised():
     torch.manual_seed(0)
     net = wm.build_model(pretrained="none")
-    for name, conv in [(f"features.{i}", net.features[i]) for i in USED] + [
-            (f"side.{i}", s) for i, s in enumerate(net.side)] + [("fuse", net.fuse)]:
+    for name, conv in (
+        [(f"features.{i}", net.features[i]) for i in USED]
+        + [(f"side.{i}", s) for i, s in enumerate(net.side)]
+        + [("fuse", net.fuse)]
+    ):
         fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
         expected = (2.0 / fan_out) ** 0.5  # kaiming normal, fan_out, ReLU gain
         std = conv.weight.detach().std().item()
@@ -201,7 +219,9 @@ def test_same_input_twice_gives_identical_output():
 def test_save_and_load_model_roundtrip(tmp_path):
     torch.manual_seed(0)
     net = wm.build_model(side_maps=8).eval()
-    path = wm.save_model(tmp_path / "m" / "model.pt", net, {"requantize": "tissue", "name": "x", "channels": "flair,t1,t1"})
+    path = wm.save_model(
+        tmp_path / "m" / "model.pt", net, {"requantize": "tissue", "name": "x", "channels": "flair,t1,t1"}
+    )
     loaded, meta = wm.load_model(path)
     assert meta["channels"] == "flair,t1,t1" and meta["side_maps"] == 8 and "wmhflow_version" in meta
     assert not loaded.training
@@ -282,4 +302,3 @@ def test_inference_folds_side_layers_into_the_fusion_same_function():
     with torch.inference_mode():
         folded = net(x)
     torch.testing.assert_close(folded, paper.detach(), rtol=1e-4, atol=1e-4)
-

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-
-import json
 
 import pandas as pd
 import pytest
@@ -18,11 +17,21 @@ from wmhflow.plan import Plan, prepare_rule_environment
 def _plan(tmp_path, checkpoint=None, name="fcn2d", channels="flair,t1,tophat", t1=("t1", "t2", "t3", "t4")):
     labels = ["01", "02", "03", "04"]
     subjects = pd.DataFrame(
-        {"subject": labels, "session": "", "site": ["A", "A", "B", "B"], "flair": ["f1", "f2", "f3", "f4"],
-         "t1": list(t1), "reference": ["r1", "r2", "r3", ""], "split": ["train", "test", "test", "predict"]},
-        index=pd.Index([prefix(s) for s in labels], name="prefix"))
-    config = {"results": str(tmp_path / "results"),
-              "model": {"name": name, "checkpoint": checkpoint, "channels": channels}}
+        {
+            "subject": labels,
+            "session": "",
+            "site": ["A", "A", "B", "B"],
+            "flair": ["f1", "f2", "f3", "f4"],
+            "t1": list(t1),
+            "reference": ["r1", "r2", "r3", ""],
+            "split": ["train", "test", "test", "predict"],
+        },
+        index=pd.Index([prefix(s) for s in labels], name="prefix"),
+    )
+    config = {
+        "results": str(tmp_path / "results"),
+        "model": {"name": name, "checkpoint": checkpoint, "channels": channels},
+    }
     return Plan(config, subjects)
 
 
@@ -30,13 +39,16 @@ def test_targets_follow_the_splits(tmp_path):
     plan = _plan(tmp_path)
     assert len(plan.preprocess_targets()) == 4 * 6
     assert plan.subjects_in("test", "predict") == ["sub-02/anat/sub-02", "sub-03/anat/sub-03", "sub-04/anat/sub-04"]
-    assert [p.split("/")[-1] for p in plan.metrics_files()] == ["sub-02_desc-fcn2d_metrics.tsv",
-                                                                "sub-03_desc-fcn2d_metrics.tsv"]
+    assert [p.split("/")[-1] for p in plan.metrics_files()] == [
+        "sub-02_desc-fcn2d_metrics.tsv",
+        "sub-03_desc-fcn2d_metrics.tsv",
+    ]
     assert len(plan.lesion_files()) == 3 and len(plan.segment_targets()) == 6
     assert plan.training_inputs("reference") == ["r1"]
     assert plan.training_inputs("tophat")[0].endswith("sub-01/anat/sub-01_space-FLAIR_desc-tophat_FLAIR.nii.gz")
     assert plan.mask("sub-02/ses-1/anat/sub-02_ses-1").endswith(
-        "sub-02/ses-1/anat/sub-02_ses-1_space-FLAIR_label-WMH_desc-fcn2d_mask.nii.gz")
+        "sub-02/ses-1/anat/sub-02_ses-1_space-FLAIR_label-WMH_desc-fcn2d_mask.nii.gz"
+    )
 
 
 def test_flair_only_plan_has_no_t1_step_and_accepts_subjects_without_t1(tmp_path):
@@ -118,11 +130,20 @@ def test_output_names_are_the_bids_names_whatever_order_they_are_asked_in(tmp_pa
     from wmhflow.paths import derivative_name
 
     plan = _plan(tmp_path)
-    kinds = [("FLAIR", ".nii.gz", {"desc": "n4"}), ("T1w", ".nii.gz", {"desc": "n4"}),
-             ("mask", ".nii.gz", {"label": "WMH", "desc": "fcn2d"}), ("mask", ".nii.gz", {"desc": "fcn2d", "label": "WMH"}),
-             ("metrics", ".tsv", {"desc": "fcn2d"}), ("qc", ".png", {"desc": "x"}), ("lesions", ".tsv", {})]
+    kinds = [
+        ("FLAIR", ".nii.gz", {"desc": "n4"}),
+        ("T1w", ".nii.gz", {"desc": "n4"}),
+        ("mask", ".nii.gz", {"label": "WMH", "desc": "fcn2d"}),
+        ("mask", ".nii.gz", {"desc": "fcn2d", "label": "WMH"}),
+        ("metrics", ".tsv", {"desc": "fcn2d"}),
+        ("qc", ".png", {"desc": "x"}),
+        ("lesions", ".tsv", {}),
+    ]
     for key in list(plan.subjects.index) + ["sub-9/ses-2/anat/sub-9_ses-2_acq-ax"]:
         for suffix, ext, entities in kinds + kinds[::-1]:  # the second pass reads the cached name parts
-            assert plan.out(key, suffix, ext, **entities) == f"{plan.results}/{derivative_name(key, suffix, ext, **entities)}"
+            assert (
+                plan.out(key, suffix, ext, **entities)
+                == f"{plan.results}/{derivative_name(key, suffix, ext, **entities)}"
+            )
     with pytest.raises(ValueError, match="unknown BIDS entity"):
         plan.out("sub-01/anat/sub-01", "FLAIR", foo="bar")

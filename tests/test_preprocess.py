@@ -10,12 +10,12 @@ import subprocess
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import wmhflow_command, write_nifti
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 from skimage.morphology import area_opening
 
-from conftest import wmhflow_command, write_nifti
 from wmhflow.errors import InputError
 from wmhflow.io import load_nifti, voxels
 from wmhflow.preprocess.align import align_t1_to_flair, register_rigid
@@ -84,8 +84,12 @@ def test_area_opening_odd_shapes_and_layouts(connectivity):
     volume = rng.integers(0, 256, (37, 53, 5), dtype=np.uint8)
     volume[10:20, 10:30] //= 8  # a dark plateau-ish region next to noise
     expected = skimage_slices(volume, 25, connectivity)
-    for variant in (volume, np.asfortranarray(volume), np.ascontiguousarray(volume[::-1, :, ::-1])[::-1, :, ::-1],
-                    volume.transpose(1, 0, 2).copy().transpose(1, 0, 2)):
+    for variant in (
+        volume,
+        np.asfortranarray(volume),
+        np.ascontiguousarray(volume[::-1, :, ::-1])[::-1, :, ::-1],
+        volume.transpose(1, 0, 2).copy().transpose(1, 0, 2),
+    ):
         for threads in (1, 2):
             np.testing.assert_array_equal(area_opening_slices(variant, 25, connectivity, threads), expected)
     # A strided (non-contiguous) view of a larger array.
@@ -115,9 +119,9 @@ def test_area_opening_of_a_slice_smaller_than_the_area():
 
 def test_area_opening_removes_small_bright_spots_only():
     volume = np.full((40, 40, 1), 10, np.uint8)
-    volume[5:9, 5:11, 0] = 200     # 24 px: removed by an area-25 opening
+    volume[5:9, 5:11, 0] = 200  # 24 px: removed by an area-25 opening
     volume[20:25, 20:25, 0] = 180  # 25 px: kept
-    volume[30, 30:33, 0] = 90      # 3 px: removed
+    volume[30, 30:33, 0] = 90  # 3 px: removed
     tophat = area_tophat(volume, 25, 1)[:, :, 0]
     assert (tophat[5:9, 5:11] == 190).all()
     assert (tophat[30, 30:33] == 80).all()
@@ -309,8 +313,14 @@ def test_window_sidecars_training_and_inference_agree(tmp_path):
     like = nib.Nifti1Image(data, np.eye(4))
     paths = {}
     for window in ("tissue", "percentile"):
-        paths[window] = save_like(requantize_array(data, window=window), like, tmp_path / f"{window}.nii.gz", np.uint8,
-                                  sources=[tmp_path / "n4.nii.gz"], **describe(window, 0.5, 99.8))
+        paths[window] = save_like(
+            requantize_array(data, window=window),
+            like,
+            tmp_path / f"{window}.nii.gz",
+            np.uint8,
+            sources=[tmp_path / "n4.nii.gz"],
+            **describe(window, 0.5, 99.8),
+        )
     bare = save_like(requantize_array(data), like, tmp_path / "bare.nii.gz", np.uint8)
     assert volume_window(paths["tissue"]) == "tissue" and volume_window(bare) is None
     assert inputs_window([paths["tissue"], bare, None]) == "tissue"
@@ -318,8 +328,11 @@ def test_window_sidecars_training_and_inference_agree(tmp_path):
         inputs_window([paths["tissue"], paths["percentile"]])
     require_model_window({"requantize": "tissue"}, "m.pt", "tissue", paths["tissue"])
     require_model_window({"requantize": "unknown"}, "m.pt", "percentile", paths["percentile"])
-    with pytest.raises(InputError, match=r"tissue.nii.gz: .*model old.pt was trained on percentile-window .*"
-                                         r"requantize.window: percentile"):
+    with pytest.raises(
+        InputError,
+        match=r"tissue.nii.gz: .*model old.pt was trained on percentile-window .*"
+        r"requantize.window: percentile",
+    ):
         require_model_window({}, "old.pt", "tissue", paths["tissue"])
 
 
@@ -394,12 +407,33 @@ def cli_inputs(tmp_path_factory, small_cohort):
 
 VERB_CASES = {
     "tophat": (["--input", "{in}", "--output", "{out}", "--area", "25", "--connectivity", "1"], "quant"),
-    "requantize": (["--input", "{in}", "--output", "{out}", "--role", "FLAIR", "--low-pct", "0.5",
-                    "--high-pct", "99.8"], "flair"),
-    "bias-correct": (["--input", "{in}", "--output", "{out}", "--role", "FLAIR", "--shrink", "4", "4", "1",
-                      "--iterations", "10", "10", "--control-points", "4", "--threads", "2"], "flair"),
-    "align-t1": (["--flair", "{flair}", "--t1", "{in}", "--output", "{out}", "--mode", "auto", "--threads", "2"],
-                 "t1"),
+    "requantize": (
+        ["--input", "{in}", "--output", "{out}", "--role", "FLAIR", "--low-pct", "0.5", "--high-pct", "99.8"],
+        "flair",
+    ),
+    "bias-correct": (
+        [
+            "--input",
+            "{in}",
+            "--output",
+            "{out}",
+            "--role",
+            "FLAIR",
+            "--shrink",
+            "4",
+            "4",
+            "1",
+            "--iterations",
+            "10",
+            "10",
+            "--control-points",
+            "4",
+            "--threads",
+            "2",
+        ],
+        "flair",
+    ),
+    "align-t1": (["--flair", "{flair}", "--t1", "{in}", "--output", "{out}", "--mode", "auto", "--threads", "2"], "t1"),
 }
 
 
@@ -471,8 +505,9 @@ def test_cli_requantize_mask_from_another_grid_and_bad_n4_settings(cli_inputs, t
 
 def test_cli_align_never_with_a_t1_on_another_grid(cli_inputs, tmp_path):
     root, files = cli_inputs
-    t1 = write_nifti(tmp_path / "t1_other.nii.gz", voxels(load_nifti(files["t1"])), rigid(0, [4, 0, 0]) @ AFFINE,
-                     np.float32)
+    t1 = write_nifti(
+        tmp_path / "t1_other.nii.gz", voxels(load_nifti(files["t1"])), rigid(0, [4, 0, 0]) @ AFFINE, np.float32
+    )
     out = tmp_path / "aligned.nii.gz"
     run = run_cli("align-t1", "--flair", files["flair"], "--t1", t1, "--output", out, "--mode", "never")
     assert run.returncode == 2

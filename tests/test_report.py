@@ -6,8 +6,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_nifti
+
 from wmhflow.cli import main as cli
 from wmhflow.report.aggregate import compare_models, complete_metrics, lesion_volumes, read_tsv, summarize
 from wmhflow.report.plots import metric_boxplots
@@ -17,12 +17,19 @@ METRICS = ["dice", "h95_mm", "avd_pct", "lesion_recall", "lesion_f1"]
 
 
 def metrics_table(model="fcn", dice=(0.5, 0.7, 0.9, 0.6), subjects=("1", "2", "3", "4")):
-    return pd.DataFrame({
-        "subject": list(subjects), "site": ["A", "A", "A", "B"][: len(subjects)], "split": "test", "model": model,
-        "dice": list(dice), "h95_mm": [1.0, 3.0, 8.0, 4.0][: len(subjects)],
-        "avd_pct": [10.0, 20.0, 30.0, 50.0][: len(subjects)], "lesion_recall": [0.5, 0.5, 1.0, 0.25][: len(subjects)],
-        "lesion_f1": [0.4, 0.6, 0.8, 0.2][: len(subjects)],
-    })
+    return pd.DataFrame(
+        {
+            "subject": list(subjects),
+            "site": ["A", "A", "A", "B"][: len(subjects)],
+            "split": "test",
+            "model": model,
+            "dice": list(dice),
+            "h95_mm": [1.0, 3.0, 8.0, 4.0][: len(subjects)],
+            "avd_pct": [10.0, 20.0, 30.0, 50.0][: len(subjects)],
+            "lesion_recall": [0.5, 0.5, 1.0, 0.25][: len(subjects)],
+            "lesion_f1": [0.4, 0.6, 0.8, 0.2][: len(subjects)],
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- summary (Table 3)
@@ -74,8 +81,13 @@ def test_complete_metrics_fills_identifiers():
 
 # ------------------------------------------------------------------------------ lesion volumes
 def test_lesion_volumes_lists_segmented_subjects_only():
-    subjects = pd.DataFrame({"subject": ["1", "2", "3", "4"], "site": ["A", "A", "B", "B"],
-                             "split": ["train", "test", "predict", "predict"]})
+    subjects = pd.DataFrame(
+        {
+            "subject": ["1", "2", "3", "4"],
+            "site": ["A", "A", "B", "B"],
+            "split": ["train", "test", "predict", "predict"],
+        }
+    )
     lesions = pd.DataFrame({"subject": ["2", "2", "3"], "lesion_id": [1, 2, 1], "volume_ml": [0.5, 0.25, 1.0]})
     table = lesion_volumes(lesions, subjects, "fcn").set_index("subject")
     assert list(table.index) == ["2", "3", "4"]  # train subject 1 was not segmented
@@ -85,8 +97,14 @@ def test_lesion_volumes_lists_segmented_subjects_only():
 
 
 def test_aggregate_cli_writes_every_table(tmp_path):
-    subjects = pd.DataFrame({"subject": ["1", "2", "3", "4", "5"], "site": ["A", "A", "A", "B", "B"],
-                             "split": ["test", "test", "test", "test", "predict"], "reference": ["r"] * 4 + [""]})
+    subjects = pd.DataFrame(
+        {
+            "subject": ["1", "2", "3", "4", "5"],
+            "site": ["A", "A", "A", "B", "B"],
+            "split": ["test", "test", "test", "test", "predict"],
+            "reference": ["r"] * 4 + [""],
+        }
+    )
     subjects.to_csv(tmp_path / "subjects.tsv", sep="\t", index=False)
     metric_files = []
     for _, row in metrics_table().iterrows():
@@ -96,12 +114,29 @@ def test_aggregate_cli_writes_every_table(tmp_path):
     lesion_files = []
     for subject, volumes in (("1", [0.5]), ("2", []), ("3", [0.1, 0.2]), ("4", []), ("5", [2.0])):
         path = tmp_path / f"sub-{subject}_desc-fcn_lesions.tsv"
-        pd.DataFrame({"subject": subject, "lesion_id": range(1, len(volumes) + 1), "voxels": 1,
-                      "volume_ml": volumes}).to_csv(path, sep="\t", index=False)
+        pd.DataFrame(
+            {"subject": subject, "lesion_id": range(1, len(volumes) + 1), "voxels": 1, "volume_ml": volumes}
+        ).to_csv(path, sep="\t", index=False)
         lesion_files.append(path)
     out = tmp_path / "group"
-    assert cli(["aggregate", "--metrics", *map(str, metric_files), "--lesions", *map(str, lesion_files),
-                "--subjects", str(tmp_path / "subjects.tsv"), "--model", "fcn", "--out-dir", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "aggregate",
+                "--metrics",
+                *map(str, metric_files),
+                "--lesions",
+                *map(str, lesion_files),
+                "--subjects",
+                str(tmp_path / "subjects.tsv"),
+                "--model",
+                "fcn",
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = read_tsv(out / "metrics.tsv")
     assert len(metrics) == 4 and list(metrics["site"]) == ["A", "A", "A", "B"]
     summary = read_tsv(out / "summary.tsv").set_index("site")
@@ -113,8 +148,22 @@ def test_aggregate_cli_writes_every_table(tmp_path):
     assert len(read_tsv(out / "model_comparison.tsv")) == 1
     # no test subject at all: header-only tables that the plot step can still read
     empty = tmp_path / "empty"
-    assert cli(["aggregate", "--metrics", "--lesions", "--subjects", str(tmp_path / "subjects.tsv"),
-                "--model", "fcn", "--out-dir", str(empty)]) == 0
+    assert (
+        cli(
+            [
+                "aggregate",
+                "--metrics",
+                "--lesions",
+                "--subjects",
+                str(tmp_path / "subjects.tsv"),
+                "--model",
+                "fcn",
+                "--out-dir",
+                str(empty),
+            ]
+        )
+        == 0
+    )
     assert list(read_tsv(empty / "summary.tsv").columns[:3]) == ["model", "site", "subjects"]
     assert cli(["plot", "--metrics", str(empty / "metrics.tsv"), "-o", str(empty / "box.png")]) == 0
     assert (empty / "box.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -185,8 +234,26 @@ def test_qc_without_reference_draws_the_predicted_outline(tmp_path):
     pred[2, 2, 1] = 0.3  # below 0.5: not a lesion
     paths = [write_nifti(tmp_path / f"{n}.nii.gz", v) for n, v in (("flair", flair), ("mask", pred))]
     out = tmp_path / "qc.png"
-    assert cli(["qc", "--flair", str(paths[0]), "--mask", str(paths[1]), "--reference", "", "--title", "sub-2",
-                "--slices", "3", "-o", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "qc",
+                "--flair",
+                str(paths[0]),
+                "--mask",
+                str(paths[1]),
+                "--reference",
+                "",
+                "--title",
+                "sub-2",
+                "--slices",
+                "3",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     found = colour_masks(out)
     assert found["red"].sum() > 20 and found["yellow"].sum() == 0 and found["green"].sum() == 0
     rows, cols = np.nonzero(found["red"])

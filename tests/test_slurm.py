@@ -46,8 +46,11 @@ def slurm_cluster():
     """Start the test cluster for this module; always stop its daemons afterwards."""
     if os.geteuid() != 0:
         pytest.skip("SLURM test needs root (installs Debian's slurm packages, starts slurmctld/slurmd)")
-    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None and not Path(
-            "/usr/sbin/slurmctld").exists():
+    if (
+        shutil.which("apt-get") is None
+        and shutil.which("slurmctld") is None
+        and not Path("/usr/sbin/slurmctld").exists()
+    ):
         pytest.skip("SLURM test needs apt-get to install slurmctld slurmd slurm-client munge")
     t0 = time.monotonic()
     try:
@@ -72,8 +75,22 @@ def _env():
 
 
 def _snakemake(workdir, *args, timeout):
-    cmd = ["timeout", "-s", "INT", "-k", "60", str(timeout), sys.executable, "-m", "snakemake",
-           "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "60",
+        str(timeout),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     with open(Path(workdir).parent / f"{Path(workdir).name}.log", "w") as log:
         run = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=_env())
     return run.returncode, (Path(workdir).parent / f"{Path(workdir).name}.log").read_text()
@@ -83,8 +100,7 @@ def _scontrol_jobs(workdir):
     """SLURM's own record of every job run in workdir: `scontrol show job -d` (the cluster keeps finished
     jobs for MinJobAge = 3600 s), one dict of Key=Value fields per job. JOB_GRES is what the job was
     allocated (gpu:1, or (null)); TRES lists GPUs only with accounting (slurmdbd)."""
-    out = subprocess.run(["scontrol", "show", "job", "-d", "-o"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(["scontrol", "show", "job", "-d", "-o"], capture_output=True, text=True, check=True).stdout
     jobs = []
     for line in out.splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
@@ -95,8 +111,11 @@ def _scontrol_jobs(workdir):
 
 def _sacct_jobs(job_ids):
     """sacct's record (partition, allocated TRES) of these jobs, or None without accounting."""
-    run = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids),
-                          "--format=JobID,Partition,AllocTRES,State"], capture_output=True, text=True)
+    run = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "--format=JobID,Partition,AllocTRES,State"],
+        capture_output=True,
+        text=True,
+    )
     if run.returncode != 0:
         return None
     return {row.split("|")[0]: row.split("|") for row in run.stdout.splitlines() if row}
@@ -105,8 +124,9 @@ def _sacct_jobs(job_ids):
 def _diagnostics(workdir, log_text):
     slurm_logs = sorted((Path(workdir) / ".snakemake" / "slurm_logs").rglob("*.log"))
     tails = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in slurm_logs[-5:])
-    queue = subprocess.run(["squeue", "-a", "-t", "all", "-o", "%i %P %j %T %R %k"], capture_output=True,
-                           text=True).stdout
+    queue = subprocess.run(
+        ["squeue", "-a", "-t", "all", "-o", "%i %P %j %T %R %k"], capture_output=True, text=True
+    ).stdout
     return f"{log_text[-6000:]}\n--- squeue\n{queue[-3000:]}\n{tails}"
 
 
@@ -117,19 +137,31 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     # CI overrides of config.yaml: this cohort, 1 training subject per site (3 train, 3 test), a very
     # short training, and memory requests that fit a small CI runner (the node offers what it has)
     ci_config = tmp_path / "ci_config.yaml"
-    ci_config.write_text(yaml.safe_dump({
-        "cohort": str(cohort),
-        "splits": {"train_per_site": 1, "seed": 0},
-        "train": {"preset": "demo", "overrides": {"iterations": 20}, "mem_mb": 2000, "runtime": 30},
-        "segment": {"mem_mb": 2000},
-    }))
+    ci_config.write_text(
+        yaml.safe_dump(
+            {
+                "cohort": str(cohort),
+                "splits": {"train_per_site": 1, "seed": 0},
+                "train": {"preset": "demo", "overrides": {"iterations": 20}, "mem_mb": 2000, "runtime": 30},
+                "segment": {"mem_mb": 2000},
+            }
+        )
+    )
 
     # ---------------------------------------------------------------- 1. everything on SLURM
     slurm_dir = tmp_path / "slurm"
     slurm_dir.mkdir()
     t0 = time.monotonic()
-    rc, log_text = _snakemake(slurm_dir, "--profile", str(PROFILES / "slurm"), "--profile",
-                              str(PROFILES / "ci-slurm"), "--configfile", str(ci_config), timeout=TIMEOUT_S)
+    rc, log_text = _snakemake(
+        slurm_dir,
+        "--profile",
+        str(PROFILES / "slurm"),
+        "--profile",
+        str(PROFILES / "ci-slurm"),
+        "--configfile",
+        str(ci_config),
+        timeout=TIMEOUT_S,
+    )
     t_slurm = time.monotonic() - t0
     print(f"[slurm] workflow on SLURM: rc {rc} after {t_slurm:.0f} s")
     assert rc == 0, _diagnostics(slurm_dir, log_text)
@@ -146,8 +178,10 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     # ---------------------------------------------------------------- 2. SLURM's own records
     jobs = _scontrol_jobs(slurm_dir)
     assert jobs, "no SLURM job of this run in `scontrol show job`"
-    summary = [(j["JobId"], j.get("Partition"), j.get("Comment"), j.get("TRES"), j.get("JOB_GRES"), j.get("JobState"))
-               for j in jobs]
+    summary = [
+        (j["JobId"], j.get("Partition"), j.get("Comment"), j.get("TRES"), j.get("JOB_GRES"), j.get("JobState"))
+        for j in jobs
+    ]
     print("[slurm] jobs:\n" + "\n".join(map(str, summary)))
     by_rule = {}
     for j in jobs:
@@ -194,8 +228,18 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     local_config.write_text(yaml.safe_dump({"model": {"checkpoint": str(model_file)}}))
     targets = [str(bids_path("results", s, "mask", desc=MODEL, label="WMH")) for s in test_subjects]
     t0 = time.monotonic()
-    rc, local_log = _snakemake(local_dir, *targets, "--profile", str(PROFILES / "local"), "--cores", "2",
-                               "--configfile", str(ci_config), str(local_config), timeout=1200)
+    rc, local_log = _snakemake(
+        local_dir,
+        *targets,
+        "--profile",
+        str(PROFILES / "local"),
+        "--cores",
+        "2",
+        "--configfile",
+        str(ci_config),
+        str(local_config),
+        timeout=1200,
+    )
     t_local = time.monotonic() - t0
     print(f"[slurm] local segmentation with the SLURM-trained model: rc {rc} after {t_local:.0f} s")
     assert rc == 0, local_log[-6000:]

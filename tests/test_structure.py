@@ -65,7 +65,7 @@ def test_no_import_cycles():
         state[module] = 1
         for target in sorted(GRAPH[module]):
             if state.get(target) == 1:
-                pytest.fail("import cycle: " + " -> ".join(trail[trail.index(target):] + [target]))
+                pytest.fail("import cycle: " + " -> ".join(trail[trail.index(target) :] + [target]))
             if target not in state:
                 visit(target, trail + [target])
         state[module] = 2
@@ -88,15 +88,22 @@ FORBIDDEN = {
 
 @pytest.mark.parametrize("stage", sorted(FORBIDDEN))
 def test_stages_import_only_downwards(stage):
-    wrong = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if _stage(m) == stage
-                   for t in targets if _stage(t) in FORBIDDEN[stage])
+    wrong = sorted(
+        f"{m} -> {t}"
+        for m, targets in GRAPH.items()
+        if _stage(m) == stage
+        for t in targets
+        if _stage(t) in FORBIDDEN[stage]
+    )
     assert not wrong, wrong
 
 
 def test_planning_modules_do_not_import_torch():
     """Every snakemake call (and every job) parses the Snakefile: the modules it imports, the config
     schema with the training presets' keys, and the plan must not pay for torch (~2 s)."""
-    code = ("import sys; import wmhflow.config as c, wmhflow.plan, wmhflow.workflow_subjects, wmhflow.status; "
-            "c.schema(); print('torch' in sys.modules)")
+    code = (
+        "import sys; import wmhflow.config as c, wmhflow.plan, wmhflow.workflow_subjects, wmhflow.status; "
+        "c.schema(); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

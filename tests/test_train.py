@@ -12,14 +12,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
-from wmhflow.fcn import infer, presets, train
-from wmhflow.errors import ConfigError, InputError
-from wmhflow.fcn.model import build_model, load_model
-from wmhflow.preprocess.tophat import area_tophat
-
 from conftest import write_nifti
 
+from wmhflow.errors import ConfigError, InputError
+from wmhflow.fcn import infer, presets, train
+from wmhflow.fcn.model import build_model, load_model
+from wmhflow.preprocess.tophat import area_tophat
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,10 +64,19 @@ def files(subjects):
 
 
 def tiny_config(iterations, **extra):
-    overrides = {"iterations": iterations, "batch_size": 2, "crop": 24, "lesion_crop_fraction": 0.5,
-                 "optimizer": "adam", "phases": [{"iterations": iterations, "lr": 1e-3, "momentum": 0.9}],
-                 "validate_every": 3, "checkpoint_every": 4, "log_every": 2, "seed": 3,
-                 "validation_subjects": 1}
+    overrides = {
+        "iterations": iterations,
+        "batch_size": 2,
+        "crop": 24,
+        "lesion_crop_fraction": 0.5,
+        "optimizer": "adam",
+        "phases": [{"iterations": iterations, "lr": 1e-3, "momentum": 0.9}],
+        "validate_every": 3,
+        "checkpoint_every": 4,
+        "log_every": 2,
+        "seed": 3,
+        "validation_subjects": 1,
+    }
     overrides.update(extra)
     return {"preset": "custom", "overrides": overrides}
 
@@ -85,8 +92,16 @@ def dice(prob, reference):
 # ---------------------------------------------------------------------------------- learning
 @pytest.mark.slow
 def test_short_training_lowers_loss_and_beats_untrained_model(tmp_path, cohort):
-    config = tiny_config(60, batch_size=4, crop=32, lesion_crop_fraction=0.7, class_weight=3.0,
-                         validate_every=30, log_every=10, checkpoint_every=30)
+    config = tiny_config(
+        60,
+        batch_size=4,
+        crop=32,
+        lesion_crop_fraction=0.7,
+        class_weight=3.0,
+        validate_every=30,
+        log_every=10,
+        checkpoint_every=30,
+    )
     out = tmp_path / "model"
     rows = train.train(*files(cohort[:3]), out, MODEL_CONFIG, config, device="cpu", threads=1)
     losses = [r[1] for r in rows]
@@ -153,8 +168,7 @@ def test_resume_gives_the_same_model(tmp_path, cohort, short_run):
     straight, straight_rows = short_run
     out = tmp_path / "resumed"
     # stop at 3: not a checkpoint_every (4) multiple, nor a log_every (2) multiple
-    partial = train.train(*files(cohort[:3]), out, MODEL_CONFIG, tiny_config(6), device="cpu", threads=1,
-                          stop_after=3)
+    partial = train.train(*files(cohort[:3]), out, MODEL_CONFIG, tiny_config(6), device="cpu", threads=1, stop_after=3)
     assert [r[0] for r in partial] == [2] and not (out / "model.pt").exists()
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["iteration"] == 3
     rows = train.train(*files(cohort[:3]), out, MODEL_CONFIG, tiny_config(6), device="cpu", threads=1)
@@ -179,9 +193,26 @@ def test_cli_main(tmp_path, cohort):
     train.add_arguments(parser)
     flair, t1, tophat, reference = files(cohort[:2])
     out = tmp_path / "cli"
-    args = parser.parse_args(["--flair", *flair, "--t1", *t1, "--tophat", *tophat, "--reference", *reference,
-                              "--config-json", json.dumps({"model": MODEL_CONFIG, "train": tiny_config(2)}),
-                              "--out-dir", str(out), "--device", "cpu", "--threads", "1"])
+    args = parser.parse_args(
+        [
+            "--flair",
+            *flair,
+            "--t1",
+            *t1,
+            "--tophat",
+            *tophat,
+            "--reference",
+            *reference,
+            "--config-json",
+            json.dumps({"model": MODEL_CONFIG, "train": tiny_config(2)}),
+            "--out-dir",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ]
+    )
     assert train.main(args) == 0
     assert {p.name for p in out.iterdir()} >= {"model.pt", "config.yaml", "training_log.tsv", "loss_curve.png"}
 
@@ -218,8 +249,7 @@ def test_bad_optimizer_and_inputs(tmp_path, cohort):
 # ----------------------------------------------------------------------------------------- data
 def test_load_training_subject(tmp_path, cohort):
     s = cohort[0]
-    images, labels = train.load_training_subject(s["flair"], s["t1"], s["tophat"], s["reference"],
-                                                 "flair,t1,tophat")
+    images, labels = train.load_training_subject(s["flair"], s["t1"], s["tophat"], s["reference"], "flair,t1,tophat")
     assert images.shape == (SHAPE[2] - 1, 3, SHAPE[0], SHAPE[1])  # the empty first slice is dropped
     assert labels.shape == (SHAPE[2] - 1, SHAPE[0], SHAPE[1])
     ref = np.asarray(nib.load(str(s["reference"])).dataobj)

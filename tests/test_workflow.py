@@ -15,19 +15,37 @@ from wmhflow.paths import bids_path
 from wmhflow.synth import write_cohort
 
 REPO = Path(__file__).resolve().parent.parent
-PREPROCESSED = [("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "quant"), ("T1w", "quant"),
-                ("FLAIR", "tophat")]
+PREPROCESSED = [
+    ("T1w", "aligned"),
+    ("FLAIR", "n4"),
+    ("T1w", "n4"),
+    ("FLAIR", "quant"),
+    ("T1w", "quant"),
+    ("FLAIR", "tophat"),
+]
 
 
 def snakemake(workdir, *args, config=()):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
     if config:
         cmd += ["--config", *config]  # last: --config takes every following word
     # The venv is NOT on PATH, as when a user runs .venv/bin/snakemake without activating it: the
     # workflow must still find its own `wmhflow`.
-    env = dict(os.environ, PATH=os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                                                 if Path(p) != Path(sys.executable).parent))
+    env = dict(
+        os.environ,
+        PATH=os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent),
+    )
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
@@ -59,8 +77,11 @@ def test_preprocessing_runs_in_each_layout(tmp_path, layout):
     # outputs sit on each subject's own FLAIR grid
     for _, row in table.iterrows():
         flair = nib.load(row["flair"])
-        matches = [p for p in (tmp_path / "out").glob("sub-*/anat/*_desc-tophat_FLAIR.nii.gz")
-                   if nib.load(str(p)).shape == flair.shape and np.allclose(nib.load(str(p)).affine, flair.affine, atol=1e-4)]
+        matches = [
+            p
+            for p in (tmp_path / "out").glob("sub-*/anat/*_desc-tophat_FLAIR.nii.gz")
+            if nib.load(str(p)).shape == flair.shape and np.allclose(nib.load(str(p)).affine, flair.affine, atol=1e-4)
+        ]
         assert matches, f"no top-hat on the grid of {row['flair']}"
 
 
@@ -167,8 +188,15 @@ def test_pipeline_report_holds_every_table_and_picture(pipeline):
     run = snakemake(root, "--configfile", str(root / "quick.yaml"), "--report", str(root / "report.html"))
     assert run.returncode == 0, run.stderr[-3000:]
     html = (root / "report.html").read_text(errors="replace")
-    for name in ("metrics.tsv", "summary.tsv", "lesion_volumes.tsv", "metrics_boxplots.png", "loss_curve.png",
-                 "_qc.png", "subjects.tsv"):
+    for name in (
+        "metrics.tsv",
+        "summary.tsv",
+        "lesion_volumes.tsv",
+        "metrics_boxplots.png",
+        "loss_curve.png",
+        "_qc.png",
+        "subjects.tsv",
+    ):
         assert name in html, name
 
 
@@ -178,18 +206,37 @@ def test_standalone_segment_equals_the_workflow(pipeline, tmp_path):
     root, _, _ = pipeline
     subjects = _subjects_table(root).set_index("subject")
     subject = subjects.index[subjects["split"] == "test"][0]
-    cmd = [sys.executable, "-m", "wmhflow.cli", "segment", "--flair", subjects.loc[subject, "flair"], "--t1",
-           subjects.loc[subject, "t1"], "--model", str(root / "out/models/fcn2d/model.pt"), "-o", str(tmp_path),
-           "--subject", subject, "--keep-intermediates"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "wmhflow.cli",
+        "segment",
+        "--flair",
+        subjects.loc[subject, "flair"],
+        "--t1",
+        subjects.loc[subject, "t1"],
+        "--model",
+        str(root / "out/models/fcn2d/model.pt"),
+        "-o",
+        str(tmp_path),
+        "--subject",
+        subject,
+        "--keep-intermediates",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
-    for suffix, entities in (("FLAIR", {"desc": "tophat"}), ("T1w", {"desc": "quant"}),
-                             ("probseg", {"desc": "fcn2d", "label": "WMH"}), ("mask", {"desc": "fcn2d", "label": "WMH"})):
+    for suffix, entities in (
+        ("FLAIR", {"desc": "tophat"}),
+        ("T1w", {"desc": "quant"}),
+        ("probseg", {"desc": "fcn2d", "label": "WMH"}),
+        ("mask", {"desc": "fcn2d", "label": "WMH"}),
+    ):
         ours = nib.load(str(bids_path(tmp_path, subject, suffix, **entities)))
         workflow = nib.load(str(bids_path(root / "out", subject, suffix, **entities)))
         assert np.allclose(ours.affine, workflow.affine)
-        np.testing.assert_allclose(np.asarray(ours.dataobj), np.asarray(workflow.dataobj), atol=1e-5,
-                                   err_msg=f"{suffix} {entities}")
+        np.testing.assert_allclose(
+            np.asarray(ours.dataobj), np.asarray(workflow.dataobj), atol=1e-5, err_msg=f"{suffix} {entities}"
+        )
 
 
 @pytest.mark.slow
@@ -200,8 +247,9 @@ def test_reprocessing_with_an_existing_model_skips_training(pipeline):
 
     root, _, _ = pipeline
     model = root / "out/models/fcn2d/model.pt"
-    (root / "reprocess.yaml").write_text((root / "quick.yaml").read_text()
-                                         + f"model: {{name: reused, checkpoint: {model}}}\n")
+    (root / "reprocess.yaml").write_text(
+        (root / "quick.yaml").read_text() + f"model: {{name: reused, checkpoint: {model}}}\n"
+    )
     run = snakemake(root, "--configfile", str(root / "reprocess.yaml"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert not (root / "out/models/reused").exists()
@@ -223,8 +271,9 @@ def test_ensemble_of_two_checkpoints_in_the_workflow(pipeline):
 
     root, _, _ = pipeline
     model = root / "out/models/fcn2d/model.pt"
-    (root / "ensemble.yaml").write_text((root / "quick.yaml").read_text()
-                                        + f"model: {{name: twice, checkpoint: [{model}, {model}]}}\n")
+    (root / "ensemble.yaml").write_text(
+        (root / "quick.yaml").read_text() + f"model: {{name: twice, checkpoint: [{model}, {model}]}}\n"
+    )
     run = snakemake(root, "--configfile", str(root / "ensemble.yaml"))
     assert run.returncode == 0, run.stderr[-3000:]
     masks = sorted((root / "out").glob("sub-*/anat/*_label-WMH_desc-fcn2d_mask.nii.gz"))
@@ -246,12 +295,20 @@ def _chromium():
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("no chromium, and no root apt-get to install it")
-    install = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True,
-                             env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    install = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "chromium"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+    )
     if install.returncode != 0:  # a stale package index: refresh it once
         subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-        install = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True,
-                                 env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        install = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
     assert install.returncode == 0, install.stderr[-2000:]
     return shutil.which("chromium")
 
@@ -263,10 +320,26 @@ def test_pipeline_report_renders_in_a_headless_browser(pipeline, tmp_path):
     run = snakemake(root, "--configfile", str(root / "quick.yaml"), "--report", str(report))
     assert run.returncode == 0, run.stderr[-3000:]
     # Flags for a sandbox without network (see the project's notes on headless Chromium).
-    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
-                          "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     # The categories exist only once the report's JavaScript has rendered its navigation.
     for category in ("Cohort", "Metrics", "Lesions", "QC", "Training"):

@@ -9,19 +9,19 @@ rule check_subject:
         t1=PLAN.optional_subject_file("t1"),
     output:
         PLAN.check_file(),
-    params:
-        reference=subject_value("reference"),
+    log:
+        log("check_subject"),
+    benchmark:
+        bench("check_subject")
+    conda:
+        "../../envs/preprocess.yaml"
     # Resources from measured peaks (benchmarks/results/resources.csv; docs/cluster.md, "Job sizes"):
     # 69 MB + 24 MB per Mvoxel of the FLAIR, sized for 256^3 (16.8 Mvoxels) x 1.5; minutes: 5 at least.
     resources:
         mem_mb=800,
         runtime=5,
-    conda:
-        "../../envs/preprocess.yaml"
-    log:
-        log("check_subject"),
-    benchmark:
-        bench("check_subject")
+    params:
+        reference=subject_value("reference"),
     shell:
         "wmhflow check --subject {wildcards.subject} --flair {input.flair:q} --t1={input.t1:q} "
         "--reference={params.reference:q} --output {output:q} > {log:q} 2>&1"

@@ -5,7 +5,6 @@ from wmhflow import status as wmh_status
 from wmhflow.paths import PREFIX_PATTERN
 from wmhflow.plan import Plan, prepare_rule_environment
 
-
 prepare_rule_environment(workflow.basedir)
 # Strict schema (workflow/wmhflow/schemas/config.schema.yaml + the training presets' keys), command-line
 # values read as YAML: a mistake stops planning with one line naming the config key.

@@ -7,20 +7,20 @@ rule evaluate:
         mask=PLAN.mask(),
     output:
         out("{subject}", "metrics", ".tsv", desc=MODEL),
+    log:
+        log(f"evaluate_{MODEL}"),
+    benchmark:
+        bench(f"evaluate_{MODEL}")
+    conda:
+        "../../envs/report.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
     params:
         subject=subject_value("subject"),
         session=subject_value("session"),
         site=subject_value("site"),
         split=subject_value("split"),
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    conda:
-        "../../envs/report.yaml"
-    log:
-        log(f"evaluate_{MODEL}"),
-    benchmark:
-        bench(f"evaluate_{MODEL}")
     shell:
         "wmhflow evaluate --reference {input.reference:q} --prediction {input.mask:q} "
         "--subject {params.subject:q} --session={params.session:q} --site {params.site:q} --split {params.split:q} "
@@ -33,18 +33,18 @@ rule lesions:
         probseg=PLAN.probseg(),
     output:
         out("{subject}", "lesions", ".tsv", desc=MODEL),
-    params:
-        subject=subject_value("subject"),
-        session=subject_value("session"),
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    conda:
-        "../../envs/report.yaml"
     log:
         log(f"lesions_{MODEL}"),
     benchmark:
         bench(f"lesions_{MODEL}")
+    conda:
+        "../../envs/report.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        subject=subject_value("subject"),
+        session=subject_value("session"),
     shell:
         "wmhflow lesions --mask {input.mask:q} --probseg {input.probseg:q} --subject {params.subject:q} "
         "--session={params.session:q} "

@@ -17,21 +17,21 @@ rule train:
             caption="../report/loss_curve.rst",
             category="Training",
         ),
-    params:
-        config_json=lambda wildcards: json.dumps({"model": config["model"], "train": config["train"]}),
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        device=config["train"]["device"],
+    log:
+        PLAN.train_log(),
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{MODEL}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
         gpu=1,
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime"],
-    conda:
-        "../../envs/torch.yaml"
-    log:
-        PLAN.train_log(),
-    benchmark:
-        f"{RESULTS}/benchmarks/train/{MODEL}.tsv"
+    params:
+        config_json=lambda wildcards: json.dumps({"model": config["model"], "train": config["train"]}),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        device=config["train"]["device"],
     shell:
         "wmhflow train --flair {input.flair:q} --t1 {input.t1:q} --tophat {input.tophat:q} "
         "--reference {input.reference:q} --config-json {params.config_json:q} "

@@ -8,8 +8,12 @@ rule align_t1:
         checked=PLAN.check_file(),
     output:
         out("{subject}", "T1w", desc="aligned"),
-    params:
-        mode=config["align"]["mode"],
+    log:
+        log("align_t1"),
+    benchmark:
+        bench("align_t1")
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 2
     # Peak RSS 147 MB + 6 MB per Mvoxel passing through (benchmarks/results/resources.csv); a registration
     # was not measured at 3D size: sized with N4's slope (26 MB per Mvoxel) at 256^3 x 1.5. Minutes:
@@ -17,16 +21,11 @@ rule align_t1:
     resources:
         mem_mb=900,
         runtime=10,
-    conda:
-        "../../envs/preprocess.yaml"
-    log:
-        log("align_t1"),
-    benchmark:
-        bench("align_t1")
+    params:
+        mode=config["align"]["mode"],
     shell:
         "wmhflow align-t1 --flair {input.flair:q} --t1 {input.t1:q} --output {output:q} "
         "--mode {params.mode:q} --threads {threads} > {log:q} 2>&1"
-
 
 
 rule bias_correct:
@@ -35,24 +34,24 @@ rule bias_correct:
         checked=PLAN.check_file(),
     output:
         out("{subject}", "{modality}", desc="n4"),
-    params:
-        shrink=config["bias_correction"]["shrink"],
-        iterations=config["bias_correction"]["iterations"],
-        control_points=config["bias_correction"]["control_points"],
+    log:
+        log("bias_correct_{modality}"),
+    benchmark:
+        bench("bias_correct_{modality}")
     wildcard_constraints:
         modality="FLAIR|T1w",
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 2
     # Peak RSS 172 MB + 26 MB per Mvoxel (benchmarks/results/resources.csv), sized for 256^3 (16.8
     # Mvoxels) x 1.5; 1.25 s per Mvoxel with 2 threads: ~1 min at 256^3, x2 with 1 thread (profiles/slurm)
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/preprocess.yaml"
-    log:
-        log("bias_correct_{modality}"),
-    benchmark:
-        bench("bias_correct_{modality}")
+    params:
+        shrink=config["bias_correction"]["shrink"],
+        iterations=config["bias_correction"]["iterations"],
+        control_points=config["bias_correction"]["control_points"],
     shell:
         "wmhflow bias-correct --input {input.image:q} --output {output:q} --role {wildcards.modality} "
         "--shrink {params.shrink:q} --iterations {params.iterations:q} "
@@ -64,22 +63,22 @@ rule requantize:
         out("{subject}", "{modality}", desc="n4"),
     output:
         out("{subject}", "{modality}", desc="quant"),
-    params:
-        window=config["requantize"]["window"],
-        low=config["requantize"]["low_percentile"],
-        high=config["requantize"]["high_percentile"],
-    wildcard_constraints:
-        modality="FLAIR|T1w",
-    # Peak RSS 69 MB + 21 MB per Mvoxel (benchmarks/results/resources.csv), 256^3 x 1.5; seconds of work
-    resources:
-        mem_mb=700,
-        runtime=5,
-    conda:
-        "../../envs/preprocess.yaml"
     log:
         log("requantize_{modality}"),
     benchmark:
         bench("requantize_{modality}")
+    wildcard_constraints:
+        modality="FLAIR|T1w",
+    conda:
+        "../../envs/preprocess.yaml"
+    # Peak RSS 69 MB + 21 MB per Mvoxel (benchmarks/results/resources.csv), 256^3 x 1.5; seconds of work
+    resources:
+        mem_mb=700,
+        runtime=5,
+    params:
+        window=config["requantize"]["window"],
+        low=config["requantize"]["low_percentile"],
+        high=config["requantize"]["high_percentile"],
     shell:
         "wmhflow requantize --input {input:q} --output {output:q} --role {wildcards.modality} "
         "--window {params.window:q} --low-pct {params.low:q} --high-pct {params.high:q} > {log:q} 2>&1"
@@ -90,19 +89,19 @@ rule tophat:
         out("{subject}", "FLAIR", desc="quant"),
     output:
         out("{subject}", "FLAIR", desc="tophat"),
-    params:
-        area=config["tophat"]["area"],
-        connectivity=config["tophat"]["connectivity"],
-    # Peak RSS 181 MB (mostly numba) + 3 MB per Mvoxel (benchmarks/results/resources.csv), 256^3 x 1.5
-    resources:
-        mem_mb=400,
-        runtime=5,
-    conda:
-        "../../envs/preprocess.yaml"
     log:
         log("tophat"),
     benchmark:
         bench("tophat")
+    conda:
+        "../../envs/preprocess.yaml"
+    # Peak RSS 181 MB (mostly numba) + 3 MB per Mvoxel (benchmarks/results/resources.csv), 256^3 x 1.5
+    resources:
+        mem_mb=400,
+        runtime=5,
+    params:
+        area=config["tophat"]["area"],
+        connectivity=config["tophat"]["connectivity"],
     shell:
         "wmhflow tophat --input {input:q} --output {output:q} --area {params.area:q} "
         "--connectivity {params.connectivity:q} > {log:q} 2>&1"

@@ -8,13 +8,13 @@ GROUP = PLAN.group
 
 
 rule subjects_table:
-    localrule: True
     output:
         table=report(f"{GROUP}/subjects.tsv", caption="../report/subjects.rst", category="Cohort"),
-    params:
-        table=lambda wildcards: SUBJECTS.to_csv(sep="\t"),
     log:
         f"{RESULTS}/logs/subjects_table.log",
+    localrule: True
+    params:
+        table=lambda wildcards: SUBJECTS.to_csv(sep="\t"),
     run:
         from wmhflow.io import atomic_output
 
@@ -32,17 +32,17 @@ rule aggregate:
         summary=report(f"{GROUP}/summary.tsv", caption="../report/summary.rst", category="Metrics"),
         comparison=report(f"{GROUP}/model_comparison.tsv", caption="../report/comparison.rst", category="Metrics"),
         volumes=report(f"{GROUP}/lesion_volumes.tsv", caption="../report/lesion_volumes.rst", category="Lesions"),
+    log:
+        f"{RESULTS}/logs/aggregate/{MODEL}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate/{MODEL}.tsv"
+    conda:
+        "../../envs/report.yaml"
     params:
         split=config["report"]["summary_split"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         # other model variants run before on this cohort join the comparison table (paper Table 2)
         other_variants=PLAN.other_variant_metrics(),
-    conda:
-        "../../envs/report.yaml"
-    log:
-        f"{RESULTS}/logs/aggregate/{MODEL}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/aggregate/{MODEL}.tsv"
     shell:
         "wmhflow aggregate --metrics {input.metrics:q} {params.other_variants:q} --lesions {input.lesions:q} --subjects {input.subjects:q} "
         f"--model {MODEL} --split {{params.split:q}} --out-dir {{params.out_dir:q}} > {{log:q}} 2>&1"
@@ -53,14 +53,14 @@ rule plot_metrics:
         f"{GROUP}/metrics.tsv",
     output:
         report(f"{GROUP}/metrics_boxplots.png", caption="../report/boxplots.rst", category="Metrics"),
-    params:
-        split=config["report"]["summary_split"],
-    conda:
-        "../../envs/report.yaml"
     log:
         f"{RESULTS}/logs/plot_metrics/{MODEL}.log",
     benchmark:
         f"{RESULTS}/benchmarks/plot_metrics/{MODEL}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        split=config["report"]["summary_split"],
     shell:
         "wmhflow plot --metrics {input:q} --split {params.split:q} --output {output:q} > {log:q} 2>&1"
 
@@ -77,19 +77,19 @@ rule qc:
             subcategory="{subject}",
             labels={"subject": "{subject}"},
         ),
-    params:
-        reference=subject_value("reference"),
-        title=lambda wildcards: f"{PLAN.label(wildcards.subject)} ({PLAN.column('site')[wildcards.subject]}), model {MODEL}",
-        slices=config["report"]["qc_slices"],
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        "../../envs/report.yaml"
     log:
         log(f"qc_{MODEL}"),
     benchmark:
         bench(f"qc_{MODEL}")
+    conda:
+        "../../envs/report.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        reference=subject_value("reference"),
+        title=lambda wildcards: f"{PLAN.label(wildcards.subject)} ({PLAN.column('site')[wildcards.subject]}), model {MODEL}",
+        slices=config["report"]["qc_slices"],
     shell:
         "wmhflow qc --flair {input.flair:q} --mask {input.mask:q} --reference={params.reference:q} "
         "--title {params.title:q} --slices {params.slices:q} --output {output:q} > {log:q} 2>&1"

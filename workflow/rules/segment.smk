@@ -12,6 +12,17 @@ rule segment:
         probseg=PLAN.probseg(),
         mask=PLAN.mask(),
         sidecar=PLAN.mask_sidecar(),
+    log:
+        log(f"segment_{MODEL}"),
+    benchmark:
+        bench(f"segment_{MODEL}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["segment"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["segment"]["mem_mb"],
+        runtime=config["segment"]["runtime"],
     params:
         device=config["segment"]["device"],
         precision=config["segment"]["precision"],
@@ -21,17 +32,6 @@ rule segment:
         tta=PLAN.segment_params()["tta"],
         min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
         min_depth_mm=PLAN.segment_params()["min_depth_mm"],
-    threads: config["segment"]["threads"]
-    resources:
-        gpu=1,
-        mem_mb=config["segment"]["mem_mb"],
-        runtime=config["segment"]["runtime"],
-    conda:
-        "../../envs/torch.yaml"
-    log:
-        log(f"segment_{MODEL}"),
-    benchmark:
-        bench(f"segment_{MODEL}")
     shell:
         "wmhflow infer --flair {input.flair:q} --t1 {input.t1:q} --tophat {input.tophat:q} "
         "--model {input.model:q} --probseg {output.probseg:q} --mask {output.mask:q} "

@@ -13,6 +13,19 @@ rule segment_chunk:
         model=PLAN.model_file(),
     output:
         status=PLAN.chunk_status(),
+    log:
+        log(f"segment_chunk_{MODEL}", "{chunk}"),
+    benchmark:
+        bench(f"segment_chunk_{MODEL}", "{chunk}")
+    wildcard_constraints:
+        chunk="chunk-[0-9]+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["segment"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["segment"]["mem_mb"],
+        runtime=lambda wildcards: config["segment"]["runtime"] * len(PLAN.segment_chunks[wildcards.chunk]),
     params:
         subjects=PLAN.chunk_files("subject"),
         probseg=PLAN.chunk_files("probseg"),
@@ -26,19 +39,6 @@ rule segment_chunk:
         tta=PLAN.segment_params()["tta"],
         min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
         min_depth_mm=PLAN.segment_params()["min_depth_mm"],
-    wildcard_constraints:
-        chunk="chunk-[0-9]+",
-    threads: config["segment"]["threads"]
-    resources:
-        gpu=1,
-        mem_mb=config["segment"]["mem_mb"],
-        runtime=lambda wildcards: config["segment"]["runtime"] * len(PLAN.segment_chunks[wildcards.chunk]),
-    conda:
-        "../../envs/torch.yaml"
-    log:
-        log(f"segment_chunk_{MODEL}", "{chunk}"),
-    benchmark:
-        bench(f"segment_chunk_{MODEL}", "{chunk}")
     shell:
         "wmhflow infer-batch --subjects {params.subjects:q} --flair {input.flair:q} --t1 {input.t1:q} "
         "--tophat {input.tophat:q} --probseg {params.probseg:q} --mask {params.mask:q} "
@@ -47,6 +47,7 @@ rule segment_chunk:
         "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --tta {params.tta:q} "
         "--min-lesion-mm3 {params.min_lesion_mm3:q} --min-depth-mm {params.min_depth_mm:q} "
         "--threads {threads} > {log:q} 2>&1"
+
 
 # Only the chunk's table as input: a chunk job run again (a fixed subject, a changed setting or model)
 # places its subjects again (hard links of the cached files: no segmentation), and their evaluation
@@ -59,13 +60,13 @@ rule segment:
         probseg=PLAN.probseg(),
         mask=PLAN.mask(),
         sidecar=PLAN.mask_sidecar(),
-    params:
-        staging=PLAN.chunk_staging(),
+    log:
+        log(f"segment_{MODEL}"),
     localrule: True
     conda:
         "../../envs/preprocess.yaml"
-    log:
-        log(f"segment_{MODEL}"),
+    params:
+        staging=PLAN.chunk_staging(),
     shell:
         "wmhflow place-segmentation --status {input.status:q} --subject {wildcards.subject:q} "
         "--staging {params.staging:q} --probseg {output.probseg:q} --mask {output.mask:q} > {log:q} 2>&1"

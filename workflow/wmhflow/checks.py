@@ -43,16 +43,22 @@ def require_signal(img, path, role: str) -> float:
         raise InputError(path, f"{role} is constant (every voxel is {low:g}): a blank image, nothing to segment")
     fraction = float(head_mask_array(data).mean())
     if fraction < MIN_HEAD_FRACTION:
-        raise InputError(path, f"{role} shows no head ({fraction:.2%} of the volume above the background): "
-                               "a blank or noise-only image")
+        raise InputError(
+            path,
+            f"{role} shows no head ({fraction:.2%} of the volume above the background): a blank or noise-only image",
+        )
     return fraction
 
 
 def _describe(img, path) -> dict:
-    return {"path": str(path), "shape": list(img.shape[:3]),
-            "voxel_mm": [round(float(v), 4) for v in np.linalg.norm(img.affine[:3, :3], axis=0)],
-            "orientation": "".join(nib.aff2axcodes(img.affine)),
-            "qform_code": int(img.header["qform_code"]), "sform_code": int(img.header["sform_code"])}
+    return {
+        "path": str(path),
+        "shape": list(img.shape[:3]),
+        "voxel_mm": [round(float(v), 4) for v in np.linalg.norm(img.affine[:3, :3], axis=0)],
+        "orientation": "".join(nib.aff2axcodes(img.affine)),
+        "qform_code": int(img.header["qform_code"]),
+        "sform_code": int(img.header["sform_code"]),
+    }
 
 
 def check_images(flair, t1=None, reference=None) -> tuple[dict, list[str]]:
@@ -73,6 +79,7 @@ def check_images(flair, t1=None, reference=None) -> tuple[dict, list[str]]:
         problems.append(str(exc))
         flair_img = None
     if t1:
+
         def check_t1():
             if Path(t1).resolve() == Path(flair).resolve():
                 raise InputError(t1, "T1 is the FLAIR file itself: give the subject's T1 image")
@@ -83,15 +90,21 @@ def check_images(flair, t1=None, reference=None) -> tuple[dict, list[str]]:
                 require_registrable(flair_img, flair, "FLAIR")
                 require_registrable(t1_img, t1, "T1")
             found["t1"]["on_flair_grid"] = flair_img is not None and same_grid(t1_img, flair_img)
+
         attempt(check_t1)
     if reference:
+
         def check_reference():
             ref_img = load_nifti(reference, "reference")
             if flair_img is not None:
                 require_same_grid(ref_img, reference, flair_img, flair, "reference")
             labels = label_array(ref_img, reference)
-            found["reference"] = dict(_describe(ref_img, reference), wmh_voxels=int((labels == 1).sum()),
-                                      other_pathology_voxels=int((labels == 2).sum()))
+            found["reference"] = dict(
+                _describe(ref_img, reference),
+                wmh_voxels=int((labels == 1).sum()),
+                other_pathology_voxels=int((labels == 2).sum()),
+            )
+
         attempt(check_reference)
     return found, problems
 

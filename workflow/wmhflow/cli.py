@@ -25,7 +25,10 @@ VERBS = {
     "tophat": ("wmhflow.preprocess.tophat", "per-slice area-opening top-hat of an 8-bit FLAIR"),
     "train": ("wmhflow.fcn.train", "train the VGG16-FCN on preprocessed training subjects"),
     "infer": ("wmhflow.fcn.infer", "run the FCN on one preprocessed subject: probability map and mask"),
-    "infer-batch": ("wmhflow.fcn.infer_batch", "run the FCN on a chunk of subjects in one job (segment.subjects_per_job)"),
+    "infer-batch": (
+        "wmhflow.fcn.infer_batch",
+        "run the FCN on a chunk of subjects in one job (segment.subjects_per_job)",
+    ),
     "place-segmentation": ("wmhflow.staging", "put one subject's segmentation from its chunk job at its final paths"),
     "segment": ("wmhflow.segment", "whole chain for one subject without Snakemake: FLAIR + T1 -> WMH mask"),
     "evaluate": ("wmhflow.evaluation.evaluate", "score a segmentation against a reference, the WMH challenge's way"),

@@ -71,15 +71,17 @@ def _challenge(root: Path, images: str, exclude: list[Path]) -> list[dict]:
             continue
         subject_dir = here.parent
         site = subject_dir.parent.relative_to(root).as_posix()
-        rows.append({
-            "subject": subject_dir.name,
-            "session": "",
-            "site": site if site != "." else "all",
-            "flair": here / "FLAIR.nii.gz",
-            "t1": here / "T1.nii.gz" if "T1.nii.gz" in filenames else "",
-            "reference": subject_dir / "wmh.nii.gz" if (subject_dir / "wmh.nii.gz").exists() else "",
-            "split": "",
-        })
+        rows.append(
+            {
+                "subject": subject_dir.name,
+                "session": "",
+                "site": site if site != "." else "all",
+                "flair": here / "FLAIR.nii.gz",
+                "t1": here / "T1.nii.gz" if "T1.nii.gz" in filenames else "",
+                "reference": subject_dir / "wmh.nii.gz" if (subject_dir / "wmh.nii.gz").exists() else "",
+                "split": "",
+            }
+        )
         dirnames[:] = []
     if not rows:
         raise InputError(root, f"no subjects found: expected <site>/<id>/{images}/FLAIR.nii.gz below this folder")
@@ -116,8 +118,11 @@ def _matching_t1(flair: Path, t1s: list[Path], anat: Path):
     if len(same) == 1:
         return same[0]
     names = ", ".join(p.name for p in t1s)
-    raise InputError(anat, f"several T1w images ({names}) and none with the entities of {flair.name}: "
-                           f"keep one, or list the pairs in a subjects TSV")
+    raise InputError(
+        anat,
+        f"several T1w images ({names}) and none with the entities of {flair.name}: "
+        f"keep one, or list the pairs in a subjects TSV",
+    )
 
 
 def _bids(root: Path, reference_pattern: str) -> list[dict]:
@@ -146,26 +151,33 @@ def _bids(root: Path, reference_pattern: str) -> list[dict]:
                 log.warning("%s: no *_FLAIR.nii[.gz], skipped", anat)
                 continue
             if len(flairs) > 1:
-                log.info("%s: %d FLAIR images (%s), each processed under its own name", anat, len(flairs),
-                         ", ".join(p.name for p in flairs))
+                log.info(
+                    "%s: %d FLAIR images (%s), each processed under its own name",
+                    anat,
+                    len(flairs),
+                    ", ".join(p.name for p in flairs),
+                )
             t1s = _images(anat, "T1w")
             for flair in flairs:
                 t1 = _matching_t1(flair, t1s, anat)
                 reference = ""
                 if reference_pattern:
                     candidate = root / reference_pattern.format(
-                        subject=sub, session=f"ses-{ses}/" if ses else "", session_=f"ses-{ses}_" if ses else "")
+                        subject=sub, session=f"ses-{ses}/" if ses else "", session_=f"ses-{ses}_" if ses else ""
+                    )
                     reference = candidate if candidate.exists() else ""
-                rows.append({
-                    "subject": sub,
-                    "session": ses,
-                    "entities": _entities(flair),
-                    "site": sites.get(sub, "all"),
-                    "flair": flair,
-                    "t1": t1 if t1 is not None else "",
-                    "reference": reference,
-                    "split": "",
-                })
+                rows.append(
+                    {
+                        "subject": sub,
+                        "session": ses,
+                        "entities": _entities(flair),
+                        "site": sites.get(sub, "all"),
+                        "flair": flair,
+                        "t1": t1 if t1 is not None else "",
+                        "reference": reference,
+                        "split": "",
+                    }
+                )
     if not rows:
         raise InputError(root, "no subjects found: expected sub-*/[ses-*/]anat/*_FLAIR.nii[.gz]")
     return rows
@@ -190,9 +202,13 @@ def read_tsv(path, required=(), what="subjects TSV") -> list[dict]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(path, f"{what} is not UTF-8 text (byte {exc.start}): save it as UTF-8 (tab-separated)") from None
+        raise InputError(
+            path, f"{what} is not UTF-8 text (byte {exc.start}): save it as UTF-8 (tab-separated)"
+        ) from None
     if not text.strip():
-        raise InputError(path, f"{what} is empty: expected a header line (tab-separated column names) and one line per row")
+        raise InputError(
+            path, f"{what} is empty: expected a header line (tab-separated column names) and one line per row"
+        )
     try:
         lines = list(csv.reader(text.splitlines(), delimiter="\t", strict=True))
     except csv.Error as exc:
@@ -208,7 +224,9 @@ def read_tsv(path, required=(), what="subjects TSV") -> list[dict]:
     header = trimmed(numbered[0][1])
     body = [(n, trimmed(fields, len(header))) for n, fields in numbered[1:]]
     if len(header) == 1 and ("," in header[0] or ";" in header[0]):
-        raise InputError(path, f"line 1: {what} must be tab-separated, found {header[0][:60]!r} (comma/semicolon-separated?)")
+        raise InputError(
+            path, f"line 1: {what} must be tab-separated, found {header[0][:60]!r} (comma/semicolon-separated?)"
+        )
     if "" in header:
         raise InputError(path, f"line 1: column {header.index('') + 1} of the header has no name")
     duplicated = sorted({c for c in header if header.count(c) > 1})
@@ -223,9 +241,11 @@ def read_tsv(path, required=(), what="subjects TSV") -> list[dict]:
             if len(fields) > len(header):
                 detail = f"extra field(s) from {fields[len(header)]!r} on"
             else:
-                detail = f"no value for {', '.join(header[len(fields):])}"
-            raise InputError(path, f"line {n} has {len(fields)} fields but the header has {len(header)} "
-                                   f"({', '.join(header)}): {detail}")
+                detail = f"no value for {', '.join(header[len(fields) :])}"
+            raise InputError(
+                path,
+                f"line {n} has {len(fields)} fields but the header has {len(header)} ({', '.join(header)}): {detail}",
+            )
         rows.append(dict(zip(header, fields)))
     return rows
 
@@ -239,15 +259,17 @@ def _tsv(path: Path) -> list[dict]:
     base = path.parent
     rows = []
     for r in records:
-        rows.append({
-            "subject": r["subject"],
-            "session": r.get("session", ""),
-            "site": r.get("site", "") or "all",
-            "flair": base / r["flair"],
-            "t1": base / r["t1"] if r.get("t1", "") else "",
-            "reference": base / r["reference"] if r.get("reference", "") else "",
-            "split": r.get("split", ""),
-        })
+        rows.append(
+            {
+                "subject": r["subject"],
+                "session": r.get("session", ""),
+                "site": r.get("site", "") or "all",
+                "flair": base / r["flair"],
+                "t1": base / r["t1"] if r.get("t1", "") else "",
+                "reference": base / r["reference"] if r.get("reference", "") else "",
+                "split": r.get("split", ""),
+            }
+        )
     return rows
 
 
@@ -278,8 +300,9 @@ def _finish(rows: list[dict], source: Path) -> pd.DataFrame:
     bad = [s for s in table["session"] if s and not _LABEL.match(s)]
     if bad:
         raise InputError(source, f"session label {bad[0]!r} is not alphanumeric (needed in output names)")
-    table.index = [prefix(r.subject, r.session, **(r.entities if isinstance(r.entities, dict) else {}))
-                   for r in table.itertuples()]
+    table.index = [
+        prefix(r.subject, r.session, **(r.entities if isinstance(r.entities, dict) else {})) for r in table.itertuples()
+    ]
     table.index.name = "prefix"
     table = table.drop(columns="entities")
     duplicated = table.index[table.index.duplicated()].unique()
@@ -308,8 +331,9 @@ def _labels(value, key: str, prefix_: str) -> list[str]:
     return labels
 
 
-def select(table: pd.DataFrame, participant_label=(), exclude_participant_label=(), session_label=(),
-           exclude_session_label=()) -> pd.DataFrame:
+def select(
+    table: pd.DataFrame, participant_label=(), exclude_participant_label=(), session_label=(), exclude_session_label=()
+) -> pd.DataFrame:
     """The rows of the chosen participants and sessions, as BIDS apps' ``--participant-label`` does.
 
     Empty lists select everything; a label the cohort does not have is an error naming it (a typo
@@ -317,10 +341,11 @@ def select(table: pd.DataFrame, participant_label=(), exclude_participant_label=
     """
     chosen = pd.Series(True, index=table.index)
     for key, value, column, prefix_, keep in (
-            ("participant_label", participant_label, "subject", "sub-", True),
-            ("exclude_participant_label", exclude_participant_label, "subject", "sub-", False),
-            ("session_label", session_label, "session", "ses-", True),
-            ("exclude_session_label", exclude_session_label, "session", "ses-", False)):
+        ("participant_label", participant_label, "subject", "sub-", True),
+        ("exclude_participant_label", exclude_participant_label, "subject", "sub-", False),
+        ("session_label", session_label, "session", "ses-", True),
+        ("exclude_session_label", exclude_session_label, "session", "ses-", False),
+    ):
         labels = _labels(value, key, prefix_)
         if not labels:
             continue
@@ -369,8 +394,7 @@ def assign_splits(table: pd.DataFrame, train_per_site: float = 10, seed: int = 0
     return table
 
 
-def discover(cohort, layout: str = "auto", images: str = "pre", bids_reference: str = "",
-             exclude=()) -> pd.DataFrame:
+def discover(cohort, layout: str = "auto", images: str = "pre", bids_reference: str = "", exclude=()) -> pd.DataFrame:
     """The subjects table (splits not yet assigned: empty unless a TSV gives them)."""
     path = Path(cohort).expanduser()
     if layout not in LAYOUTS:
@@ -413,8 +437,9 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    table = assign_splits(discover(args.cohort, args.layout, args.images, args.bids_reference),
-                          args.train_per_site, args.seed)
+    table = assign_splits(
+        discover(args.cohort, args.layout, args.images, args.bids_reference), args.train_per_site, args.seed
+    )
     if args.check:
         problems = [p for s, row in table.iterrows() for p in check_subject(s, row)]
         for p in problems:

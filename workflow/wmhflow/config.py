@@ -25,12 +25,20 @@ from .errors import ConfigError
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 #: Limits of some training settings beyond their type (applied to the keys the presets have).
 OVERRIDE_LIMITS = {
-    "iterations": {"minimum": 1}, "batch_size": {"minimum": 1}, "crop": {"minimum": 0},
-    "lesion_crop_fraction": {"minimum": 0, "maximum": 1}, "optimizer": {"enum": ["sgd", "adam"]},
-    "weight_decay": {"minimum": 0}, "class_weight": {"exclusiveMinimum": 0},
-    "scale_range": {"minItems": 2, "maxItems": 2}, "rotation_degrees": {"minimum": 0},
-    "validation_subjects": {"minimum": 0}, "validate_every": {"minimum": 1}, "checkpoint_every": {"minimum": 1},
-    "log_every": {"minimum": 1}, "seed": {"minimum": 0},
+    "iterations": {"minimum": 1},
+    "batch_size": {"minimum": 1},
+    "crop": {"minimum": 0},
+    "lesion_crop_fraction": {"minimum": 0, "maximum": 1},
+    "optimizer": {"enum": ["sgd", "adam"]},
+    "weight_decay": {"minimum": 0},
+    "class_weight": {"exclusiveMinimum": 0},
+    "scale_range": {"minItems": 2, "maxItems": 2},
+    "rotation_degrees": {"minimum": 0},
+    "validation_subjects": {"minimum": 0},
+    "validate_every": {"minimum": 1},
+    "checkpoint_every": {"minimum": 1},
+    "log_every": {"minimum": 1},
+    "seed": {"minimum": 0},
 }
 
 
@@ -77,8 +85,13 @@ def overrides_schema(presets: dict | None = None) -> dict:
         properties[key] = _schema_of([p[key] for p in presets.values() if key in p])
         properties[key].update(OVERRIDE_LIMITS.get(key, {}))
     # x-no-defaults: an override left out means "the preset's value", so nothing is filled in below it
-    return {"type": "object", "properties": properties, "additionalProperties": False, "default": {},
-            "x-no-defaults": True}
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        "default": {},
+        "x-no-defaults": True,
+    }
 
 
 def schema() -> dict:
@@ -138,10 +151,12 @@ def _validator(schema: dict):
 
     base = jsonschema.Draft202012Validator
     # JSON schema counts 25.0 as an integer; the rules' command lines do not.
-    checker = base.TYPE_CHECKER.redefine_many({
-        "integer": lambda _, v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda _, v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    })
+    checker = base.TYPE_CHECKER.redefine_many(
+        {
+            "integer": lambda _, v: isinstance(v, int) and not isinstance(v, bool),
+            "number": lambda _, v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        }
+    )
     return jsonschema.validators.extend(base, type_checker=checker)(schema)
 
 
@@ -173,7 +188,9 @@ def validate(config: dict) -> dict:
     full = schema()
     config.update(coerce(dict(config), full))
     _fill_defaults(config, full)
-    errors = sorted(_validator(full).iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        _validator(full).iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         raise _explain(errors[0])
     quant = config["requantize"]  # defaults filled in from the schema above: no second copy here

@@ -84,15 +84,23 @@ def _check_orientation(img, path, role: str) -> None:
         raise InputError(path, f"{role} is not a NIfTI-1/2 file: it has no orientation; convert it to NIfTI")
     qcode, scode = int(header["qform_code"]), int(header["sform_code"])
     if qcode == 0 and scode == 0:
-        raise InputError(path, f"{role} has no orientation (qform_code = sform_code = 0): left and right are "
-                               "unknown and wmhflow will not guess them; set the header's qform/sform from the scanner data")
+        raise InputError(
+            path,
+            f"{role} has no orientation (qform_code = sform_code = 0): left and right are "
+            "unknown and wmhflow will not guess them; set the header's qform/sform from the scanner data",
+        )
     if qcode > 0 and scode > 0 and str(path) not in _SFORM_NOTED:
         qform, sform = header.get_qform(), header.get_sform()
         worst = float(np.max(np.abs(qform - sform)))
         if worst > GRID_ATOL:
             _SFORM_NOTED.add(str(path))
-            log.warning("%s: qform and sform differ by up to %.4g mm; the sform (code %d) is used, and every "
-                        "output carries it in both", path, worst, scode)
+            log.warning(
+                "%s: qform and sform differ by up to %.4g mm; the sform (code %d) is used, and every "
+                "output carries it in both",
+                path,
+                worst,
+                scode,
+            )
 
 
 def check_geometry(shape, affine, path, role: str = "image") -> None:
@@ -100,15 +108,21 @@ def check_geometry(shape, affine, path, role: str = "image") -> None:
     shape = tuple(int(n) for n in shape[:3])
     for axis, n in enumerate(shape):
         if n < MIN_AXIS_VOXELS:
-            raise InputError(path, f"{role} has {n} voxel(s) along axis {axis} (shape {shape}): a single slice "
-                                   f"or line is not a volume; wmhflow needs at least {MIN_AXIS_VOXELS} per axis")
+            raise InputError(
+                path,
+                f"{role} has {n} voxel(s) along axis {axis} (shape {shape}): a single slice "
+                f"or line is not a volume; wmhflow needs at least {MIN_AXIS_VOXELS} per axis",
+            )
     sizes = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     low, high = VOXEL_MM_RANGE
     for axis, size in enumerate(sizes):
         if not low <= size <= high:
             shown = ", ".join(f"{v:.4g}" for v in sizes)
-            raise InputError(path, f"{role} voxel size {size:.4g} mm along axis {axis} (sizes {shown} mm) is not "
-                                   f"plausible for a brain MRI ({low}-{high} mm): check the header's pixdim and units")
+            raise InputError(
+                path,
+                f"{role} voxel size {size:.4g} mm along axis {axis} (sizes {shown} mm) is not "
+                f"plausible for a brain MRI ({low}-{high} mm): check the header's pixdim and units",
+            )
 
 
 def label_array(img, path, role: str = "reference") -> np.ndarray:
@@ -121,8 +135,11 @@ def label_array(img, path, role: str = "reference") -> np.ndarray:
     if np.issubdtype(data.dtype, np.floating):
         fractional = data[data != np.round(data)]
         if fractional.size:
-            raise InputError(path, f"{role} is not a label image: {fractional.size} voxel(s) are not whole numbers "
-                                   f"(e.g. {float(fractional.flat[0]):.4g}); {LABEL_MEANING}")
+            raise InputError(
+                path,
+                f"{role} is not a label image: {fractional.size} voxel(s) are not whole numbers "
+                f"(e.g. {float(fractional.flat[0]):.4g}); {LABEL_MEANING}",
+            )
     values = np.unique(data)
     unknown = sorted(set(values.astype(np.int64).tolist()) - set(LABELS))
     if unknown:
@@ -144,16 +161,19 @@ def same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image, atol: float = GRID_ATOL) -
 def require_same_grid(img, path, like, like_path, role: str, like_role: str = "FLAIR") -> None:
     """Raise an :class:`InputError` on ``path`` unless ``img`` is on the grid of ``like``."""
     if img.shape[:3] != like.shape[:3]:
-        raise InputError(path, f"{role} shape {img.shape[:3]} differs from the {like_role} shape "
-                               f"{like.shape[:3]} ({like_path})")
+        raise InputError(
+            path, f"{role} shape {img.shape[:3]} differs from the {like_role} shape {like.shape[:3]} ({like_path})"
+        )
     if not np.allclose(img.affine, like.affine, atol=GRID_ATOL):
         worst = float(np.max(np.abs(img.affine - like.affine)))
-        raise InputError(path, f"{role} voxel-to-world affine differs from the {like_role}'s "
-                               f"({like_path}) by up to {worst:.4g}")
+        raise InputError(
+            path, f"{role} voxel-to-world affine differs from the {like_role}'s ({like_path}) by up to {worst:.4g}"
+        )
 
 
-def save_like(data: np.ndarray, like: nib.Nifti1Image, path, dtype=None, sources=None, named_as=None,
-              **parameters) -> Path:
+def save_like(
+    data: np.ndarray, like: nib.Nifti1Image, path, dtype=None, sources=None, named_as=None, **parameters
+) -> Path:
     """Write ``data`` atomically on the grid of ``like``: same shape, affine and header.
 
     With ``sources`` (the input files), the image's BIDS JSON sidecar is written first (its

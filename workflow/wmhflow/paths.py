@@ -18,8 +18,23 @@ import re
 from pathlib import Path
 
 #: the BIDS schema's entity order (the anat-relevant part, which is all wmhflow writes).
-ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "part", "chunk",
-                "space", "res", "den", "label", "desc")
+ENTITY_ORDER = (
+    "sub",
+    "ses",
+    "task",
+    "acq",
+    "ce",
+    "rec",
+    "run",
+    "echo",
+    "part",
+    "chunk",
+    "space",
+    "res",
+    "den",
+    "label",
+    "desc",
+)
 #: entities of the input FLAIR that the outputs keep (they tell two acquisitions of a session apart).
 KEPT_ENTITIES = ("ses", "acq", "ce", "rec", "run")
 #: the space of every image wmhflow writes.
@@ -27,8 +42,10 @@ SPACE = "FLAIR"
 _LABEL = r"[A-Za-z0-9]+"
 #: what a prefix looks like (the rules' ``{subject}`` wildcard constraint): no derivative entity can
 #: be swallowed by it, because only the kept entities may follow ``sub-``.
-PREFIX_PATTERN = (rf"sub-{_LABEL}/(ses-{_LABEL}/)?anat/sub-{_LABEL}"
-                  rf"(_({'|'.join(KEPT_ENTITIES)})-{_LABEL})*")
+PREFIX_PATTERN = (
+    rf"sub-{_LABEL}/(ses-{_LABEL}/)?anat/sub-{_LABEL}"
+    rf"(_({'|'.join(KEPT_ENTITIES)})-{_LABEL})*"
+)
 
 
 def order_entities(entities: dict) -> list[tuple[str, str]]:
@@ -140,10 +157,13 @@ def write_sidecar(image_path, sources, named_as=None, **parameters) -> Path:
     sources = [s for s in sources if s]
     reference = parameters.pop("SpatialReference", None) or sources[0]
     seen_from = named_as or image_path
-    content = {"Sources": [bids_uri(s, seen_from) for s in sources],
-               "SpatialReference": spatial_reference(reference, seen_from),
-               # wmhflow never removes the skull; requantization zeroes what is outside the *head*
-               "SkullStripped": False, **parameters}
+    content = {
+        "Sources": [bids_uri(s, seen_from) for s in sources],
+        "SpatialReference": spatial_reference(reference, seen_from),
+        # wmhflow never removes the skull; requantization zeroes what is outside the *head*
+        "SkullStripped": False,
+        **parameters,
+    }
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(content, indent=2, default=_json_default) + "\n")
     return path

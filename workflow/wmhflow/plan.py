@@ -14,12 +14,18 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ConfigError
-from .paths import derivative_name, prefix_label, sidecar_path
 from .fcn.slices import required_volumes
+from .paths import derivative_name, prefix_label, sidecar_path
 
 #: (suffix, desc) of the preprocessing artifacts each subject gets.
-PREPROCESSED = (("T1w", "aligned"), ("FLAIR", "n4"), ("T1w", "n4"), ("FLAIR", "quant"), ("T1w", "quant"),
-                ("FLAIR", "tophat"))
+PREPROCESSED = (
+    ("T1w", "aligned"),
+    ("FLAIR", "n4"),
+    ("T1w", "n4"),
+    ("FLAIR", "quant"),
+    ("T1w", "quant"),
+    ("FLAIR", "tophat"),
+)
 #: results/README.md (BIDS recommends a README in every dataset).
 README = """# wmhflow outputs
 
@@ -35,8 +41,19 @@ BIDS_VERSION = "1.10.0"
 #: per-subject metrics, lesion tables and QC pictures stay beside the masks they describe (users
 #: look for them there) but have no BIDS suffix, so they are listed too. Folders are written without
 #: a trailing slash: bids-validator 3.0.2 does not match "group/" against the folder group/.
-NOT_BIDS = ("/group", "/models", "/logs", "/benchmarks", "/checks", "/chunks", "/report.html", "/report",
-            "*_metrics.tsv", "*_lesions.tsv", "*_qc.png")
+NOT_BIDS = (
+    "/group",
+    "/models",
+    "/logs",
+    "/benchmarks",
+    "/checks",
+    "/chunks",
+    "/report.html",
+    "/report",
+    "*_metrics.tsv",
+    "*_lesions.tsv",
+    "*_qc.png",
+)
 #: the 8-bit inputs of the FCN, by the name train/infer give them.
 FCN_INPUTS = {"flair": ("FLAIR", "quant"), "t1": ("T1w", "quant"), "tophat": ("FLAIR", "tophat")}
 
@@ -82,9 +99,12 @@ class Plan:
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             verb = "has" if len(missing) == 1 else "have"
-            raise ConfigError("model.channels", f"{self.channels} needs a T1, and {shown} {verb} none: use "
-                                                f"model.channels flair-3slice (FLAIR only), or leave them out "
-                                                f"with exclude_participant_label")
+            raise ConfigError(
+                "model.channels",
+                f"{self.channels} needs a T1, and {shown} {verb} none: use "
+                f"model.channels flair-3slice (FLAIR only), or leave them out "
+                f"with exclude_participant_label",
+            )
 
     # ------------------------------------------------------------------------------ names
     # A subject's key (the rules' {subject} wildcard) is its output prefix, e.g.
@@ -171,18 +191,25 @@ class Plan:
         """The inference settings of config 'segment' as the rule passes them to ``wmhflow infer``."""
         segment = self.config.get("segment", {})
         threshold = segment.get("threshold", "auto")
-        return {"tta": segment.get("tta", "none"), "threshold": "auto" if threshold is None else threshold,
-                "min_lesion_mm3": segment.get("min_lesion_mm3", 0), "min_depth_mm": segment.get("min_depth_mm", 0)}
+        return {
+            "tta": segment.get("tta", "none"),
+            "threshold": "auto" if threshold is None else threshold,
+            "min_lesion_mm3": segment.get("min_lesion_mm3", 0),
+            "min_depth_mm": segment.get("min_depth_mm", 0),
+        }
 
     def require_model_source(self) -> None:
         """A run that segments needs a model: trained here from 'train' subjects, or model.checkpoint."""
         from .errors import ConfigError
 
         if self.trains_model and self.subjects_in("test", "predict") and not self.subjects_in("train"):
-            raise ConfigError("model.checkpoint", "no subject of this cohort is in split 'train' (none has a "
-                                                  "reference, or the TSV's split column says so) and no model is "
-                                                  "given: set model.checkpoint to an existing model.pt, or add "
-                                                  "subjects with a reference")
+            raise ConfigError(
+                "model.checkpoint",
+                "no subject of this cohort is in split 'train' (none has a "
+                "reference, or the TSV's split column says so) and no model is "
+                "given: set model.checkpoint to an existing model.pt, or add "
+                "subjects with a reference",
+            )
 
     def training_inputs(self, kind: str) -> list[str]:
         train = self.subjects_in("train")
@@ -223,7 +250,7 @@ class Plan:
         """chunk-0000 -> its subjects: the segmented subjects in table order, subjects_per_job at a time.
         By position, so subjects added at the end of the table change only the last chunk(s)."""
         subjects, size = self.subjects_in("test", "predict"), max(1, self.subjects_per_job)
-        return {f"chunk-{i // size:04d}": subjects[i:i + size] for i in range(0, len(subjects), size)}
+        return {f"chunk-{i // size:04d}": subjects[i : i + size] for i in range(0, len(subjects), size)}
 
     @cached_property
     def segment_chunk_of(self) -> dict[str, str]:
@@ -244,6 +271,7 @@ class Plan:
     def chunk_files(self, kind):
         """Input or params function of rule segment_chunk: per subject of the chunk, in order, its ``kind``
         (flair, t1, tophat: the 8-bit inputs; probseg, mask: where its files are placed; subject: keys)."""
+
         def files(wildcards):
             members = self.segment_chunks[wildcards.chunk]
             if kind == "subject":
@@ -251,15 +279,18 @@ class Plan:
             if kind in ("probseg", "mask"):
                 return [getattr(self, kind)(s) for s in members]
             return [path for s in members for path in self.fcn_input(kind, s)]
+
         return files
 
     def chunk_status_of(self, wildcards) -> str:
         """Input function of the per-subject placing rule: the status table of the subject's chunk."""
         chunk = self.segment_chunk_of.get(wildcards.subject)
         if chunk is None:  # e.g. a training subject's mask asked for as a target
-            raise ConfigError("segment.subjects_per_job",
-                              f"{wildcards.subject} is not a test or predict subject, and with chunked "
-                              "segmentation only those are segmented (set subjects_per_job: 1 to segment it)")
+            raise ConfigError(
+                "segment.subjects_per_job",
+                f"{wildcards.subject} is not a test or predict subject, and with chunked "
+                "segmentation only those are segmented (set subjects_per_job: 1 to segment it)",
+            )
         return self.chunk_status(chunk)
 
     # ------------------------------------------------------------------------------ targets
@@ -288,15 +319,26 @@ class Plan:
         mine = set(self.metrics_files())
         keys = set(self.subjects.index)
         found = Path(self.results).glob("sub-*/**/sub-*_desc-*_metrics.tsv")
-        return sorted(str(p) for p in found if str(p) not in mine
-                      and p.relative_to(self.results).as_posix().split("_desc-")[0] in keys)
+        return sorted(
+            str(p)
+            for p in found
+            if str(p) not in mine and p.relative_to(self.results).as_posix().split("_desc-")[0] in keys
+        )
 
     def evaluate_targets(self) -> list[str]:
         return self.metrics_files() + self.lesion_files()
 
     def report_targets(self) -> list[str]:
-        tables = [f"{self.group}/{name}" for name in ("metrics.tsv", "summary.tsv", "lesion_volumes.tsv",
-                                                       "model_comparison.tsv", "metrics_boxplots.png")]
+        tables = [
+            f"{self.group}/{name}"
+            for name in (
+                "metrics.tsv",
+                "summary.tsv",
+                "lesion_volumes.tsv",
+                "model_comparison.tsv",
+                "metrics_boxplots.png",
+            )
+        ]
         return tables + [self.out(s, "qc", ".png", desc=self.model) for s in self.subjects_in("test", "predict")]
 
     # ------------------------------------------------------------------------------ the dataset
@@ -311,9 +353,13 @@ class Plan:
             "Name": f"wmhflow WMH segmentation ({self.model})",
             "BIDSVersion": BIDS_VERSION,
             "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "wmhflow", "Version": __version__,
-                             "Description": f"model {self.model} ({self.channels}); configuration sha256 "
-                                            f"{checksum}"}],
+            "GeneratedBy": [
+                {
+                    "Name": "wmhflow",
+                    "Version": __version__,
+                    "Description": f"model {self.model} ({self.channels}); configuration sha256 {checksum}",
+                }
+            ],
             "SourceDatasets": [{"URL": source.as_uri()}],
             "DatasetLinks": {"raw": source.as_uri()},
         }
@@ -324,9 +370,11 @@ class Plan:
         from .io import atomic_output
 
         root = Path(self.results)
-        files = {"dataset_description.json": json.dumps(self.dataset_description(cohort_root), indent=2) + "\n",
-                 ".bidsignore": "\n".join(NOT_BIDS) + "\n",
-                 "README.md": README.format(model=self.model, channels=self.channels)}
+        files = {
+            "dataset_description.json": json.dumps(self.dataset_description(cohort_root), indent=2) + "\n",
+            ".bidsignore": "\n".join(NOT_BIDS) + "\n",
+            "README.md": README.format(model=self.model, channels=self.channels),
+        }
         for name, text in files.items():
             path = root / name
             if not path.is_file() or path.read_text() != text:
@@ -334,5 +382,10 @@ class Plan:
                     tmp.write_text(text)
 
     def all_targets(self) -> list[str]:
-        return (self.preprocess_targets() + self.model_targets() + self.segment_targets()
-                + self.evaluate_targets() + self.report_targets())
+        return (
+            self.preprocess_targets()
+            + self.model_targets()
+            + self.segment_targets()
+            + self.evaluate_targets()
+            + self.report_targets()
+        )

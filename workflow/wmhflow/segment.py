@@ -19,12 +19,19 @@ import numpy as np
 
 from .checks import check_images
 from .errors import InputError, WmhflowError
+from .fcn.calibration import DEFAULT_THRESHOLD
 from .io import load_nifti, save_like, voxels
 from .paths import bids_path, sidecar_path
-from .fcn.calibration import DEFAULT_THRESHOLD
 from .preprocess.bias import CONTROL_POINTS, ITERATIONS, SHRINK
-from .preprocess.quantize import (HIGH_PCT, LOW_PCT, WINDOW, add_window_arguments, check_window_arguments,
-                                  describe, model_window)
+from .preprocess.quantize import (
+    HIGH_PCT,
+    LOW_PCT,
+    WINDOW,
+    add_window_arguments,
+    check_window_arguments,
+    describe,
+    model_window,
+)
 from .preprocess.tophat import AREA, CONNECTIVITY
 
 log = logging.getLogger(__name__)
@@ -43,12 +50,32 @@ def subject_id(flair_path) -> str:
     return "01"
 
 
-def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, align_mode="auto",
-                    shrink=SHRINK, iterations=ITERATIONS, control_points=CONTROL_POINTS, low_pct=LOW_PCT, high_pct=HIGH_PCT,
-                    area=AREA, connectivity=CONNECTIVITY, device="auto", precision="auto", batch_size=None,
-                    crop_margin=None, threshold=DEFAULT_THRESHOLD,
-                    keep_intermediates=False, threads=0, tta="none", min_lesion_mm3=None, min_depth_mm=None,
-                    window="auto") -> dict:
+def segment_subject(
+    flair_path,
+    t1_path,
+    model_path,
+    out_dir,
+    subject=None,
+    align_mode="auto",
+    shrink=SHRINK,
+    iterations=ITERATIONS,
+    control_points=CONTROL_POINTS,
+    low_pct=LOW_PCT,
+    high_pct=HIGH_PCT,
+    area=AREA,
+    connectivity=CONNECTIVITY,
+    device="auto",
+    precision="auto",
+    batch_size=None,
+    crop_margin=None,
+    threshold=DEFAULT_THRESHOLD,
+    keep_intermediates=False,
+    threads=0,
+    tta="none",
+    min_lesion_mm3=None,
+    min_depth_mm=None,
+    window="auto",
+) -> dict:
     """Run the chain for one subject; returns {artifact name: path written}.
 
     ``model_path``: one model file or a list (an ensemble). ``threshold``: "auto" (the model's
@@ -93,7 +120,9 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
 
     def keep(data, suffix, desc, dtype):
         if keep_intermediates:
-            written[f"{desc}_{suffix}"] = str(save_like(data, flair, bids_path(out_dir, subject, suffix, desc=desc), dtype))
+            written[f"{desc}_{suffix}"] = str(
+                save_like(data, flair, bids_path(out_dir, subject, suffix, desc=desc), dtype)
+            )
 
     started = time.perf_counter()
     if t1 is not None:
@@ -108,7 +137,9 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
         keep(corrected, suffix, "n4", np.float32)
         step(f"bias_correct_{suffix}", started)
         started = time.perf_counter()
-        volumes[key] = requantize_array(corrected, None, low_pct, high_pct, window)  # head mask of `corrected`, as the rule
+        volumes[key] = requantize_array(
+            corrected, None, low_pct, high_pct, window
+        )  # head mask of `corrected`, as the rule
         keep(volumes[key], suffix, "quant", np.uint8)
         step(f"requantize_{suffix}", started)
     started = time.perf_counter()
@@ -119,29 +150,74 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, alig
         volumes["t1"] = np.zeros_like(volumes["flair"])
     started = time.perf_counter()
     flip_axis = infer.left_right_axis(flair.affine) if tta == "flip" else None
-    prob = infer.predict_volume(models, volumes, channels, device, precision, batch_size, crop_margin=crop_margin,
-                                tta=tta, flip_axis=flip_axis)
+    prob = infer.predict_volume(
+        models, volumes, channels, device, precision, batch_size, crop_margin=crop_margin, tta=tta, flip_axis=flip_axis
+    )
     step("fcn", started)
     name = meta.get("name") or "fcn2d"
-    made_by = dict(infer.model_provenance(model_paths, metas, channels), ModelName=name, N4Shrink=list(shrink),
-                   N4Iterations=list(iterations), **describe(window, low_pct, high_pct), TophatArea=area,
-                   TophatConnectivity=connectivity, CropMargin=crop_margin)
+    made_by = dict(
+        infer.model_provenance(model_paths, metas, channels),
+        ModelName=name,
+        N4Shrink=list(shrink),
+        N4Iterations=list(iterations),
+        **describe(window, low_pct, high_pct),
+        TophatArea=area,
+        TophatConnectivity=connectivity,
+        CropMargin=crop_margin,
+    )
     sources = [flair_path] + ([t1_path] if t1_path else [])
     probseg_path = bids_path(out_dir, subject, "probseg", label="WMH", desc=name)
-    written["probseg"] = str(save_like(prob, flair, probseg_path, np.float32, sources=sources,
-                                       Description="WMH probability of the FCN (wmhflow segment)", **made_by))
+    written["probseg"] = str(
+        save_like(
+            prob,
+            flair,
+            probseg_path,
+            np.float32,
+            sources=sources,
+            Description="WMH probability of the FCN (wmhflow segment)",
+            **made_by,
+        )
+    )
     zooms = flair.header.get_zooms()[:3]
     mask, report = infer.make_mask(prob, volumes["flair"], zooms, threshold, min_lesion_mm3, min_depth_mm)
-    record = infer.inference_record(model_paths, metas, tta, flip_axis, threshold, threshold_source, min_lesion_mm3,
-                                    min_depth_mm, report, mask, zooms, timings["fcn"])
+    record = infer.inference_record(
+        model_paths,
+        metas,
+        tta,
+        flip_axis,
+        threshold,
+        threshold_source,
+        min_lesion_mm3,
+        min_depth_mm,
+        report,
+        mask,
+        zooms,
+        timings["fcn"],
+    )
     mask_path = bids_path(out_dir, subject, "mask", label="WMH", desc=name)
-    written["mask"] = str(save_like(mask, flair, mask_path, np.uint8, sources=sources,
-                                    Description="WMH mask: probability >= Threshold, then post-processing",
-                                    Type="Lesion", **made_by, **record))
+    written["mask"] = str(
+        save_like(
+            mask,
+            flair,
+            mask_path,
+            np.uint8,
+            sources=sources,
+            Description="WMH mask: probability >= Threshold, then post-processing",
+            Type="Lesion",
+            **made_by,
+            **record,
+        )
+    )
     written["mask_json"] = str(sidecar_path(mask_path))
     volume_ml = record["WMHVolume_mL"]
-    log.info("sub-%s: %.2f mL of WMH (threshold %.2f: %s); steps %s", subject, volume_ml, threshold,
-             threshold_source, json.dumps(timings))
+    log.info(
+        "sub-%s: %.2f mL of WMH (threshold %.2f: %s); steps %s",
+        subject,
+        volume_ml,
+        threshold,
+        threshold_source,
+        json.dumps(timings),
+    )
     return written
 
 
@@ -150,8 +226,12 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--flair", required=True, help="FLAIR NIfTI (the output grid)")
     parser.add_argument("--t1", help="T1 NIfTI (any grid: registered onto the FLAIR when needed)")
-    parser.add_argument("--model", required=True, nargs="+",
-                        help="model.pt written by 'wmhflow train' / the workflow; several: an ensemble")
+    parser.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        help="model.pt written by 'wmhflow train' / the workflow; several: an ensemble",
+    )
     parser.add_argument("-o", "--out-dir", required=True, help="outputs go to OUT_DIR/sub-<id>/anat/")
     parser.add_argument("--subject", help="subject id (default: from the FLAIR's path)")
     parser.add_argument("--align", default="auto", choices=("auto", "always", "never"))
@@ -163,8 +243,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--connectivity", type=int, default=CONNECTIVITY, choices=(1, 2))
     add_network_arguments(parser)
     add_postprocessing_arguments(parser)
-    parser.add_argument("--keep-intermediates", action="store_true",
-                        help="also write the aligned, N4, 8-bit and top-hat volumes")
+    parser.add_argument(
+        "--keep-intermediates", action="store_true", help="also write the aligned, N4, 8-bit and top-hat volumes"
+    )
     parser.add_argument("--threads", type=int, default=0, help="0: all cores")
 
 
@@ -175,11 +256,32 @@ def main(args) -> int:
     check_postprocessing_arguments(args)
     check_window_arguments(args, args.flair)
     set_threads(args.threads or None)
-    written = segment_subject(args.flair, args.t1, args.model, args.out_dir, args.subject, args.align,
-                              args.shrink, args.iterations, args.control_points, args.low_pct, args.high_pct,
-                              args.area, args.connectivity, args.device, args.precision, args.batch_size,
-                              args.crop_margin, args.threshold, args.keep_intermediates, args.threads, args.tta,
-                              args.min_lesion_mm3, args.min_depth_mm, args.window)
+    written = segment_subject(
+        args.flair,
+        args.t1,
+        args.model,
+        args.out_dir,
+        args.subject,
+        args.align,
+        args.shrink,
+        args.iterations,
+        args.control_points,
+        args.low_pct,
+        args.high_pct,
+        args.area,
+        args.connectivity,
+        args.device,
+        args.precision,
+        args.batch_size,
+        args.crop_margin,
+        args.threshold,
+        args.keep_intermediates,
+        args.threads,
+        args.tta,
+        args.min_lesion_mm3,
+        args.min_depth_mm,
+        args.window,
+    )
     for name, path in written.items():
         print(f"{name}\t{path}")
     return 0

@@ -58,8 +58,12 @@ def _stat(path) -> list:
 
 def fingerprint(inputs, model_paths, settings: dict, named_as) -> dict:
     """What a staged segmentation was made from; equal fingerprints give identical files."""
-    record = {"inputs": [_stat(p) for p in inputs if p], "models": [_stat(p) for p in model_paths],
-              "settings": settings, "named_as": [str(p) for p in named_as]}
+    record = {
+        "inputs": [_stat(p) for p in inputs if p],
+        "models": [_stat(p) for p in model_paths],
+        "settings": settings,
+        "named_as": [str(p) for p in named_as],
+    }
     return json.loads(json.dumps(record, default=str))  # the form it has once read back from disk
 
 
@@ -129,16 +133,20 @@ def place(status_table, subject, staging, probseg, mask) -> None:
     label = prefix_label(subject)
     rows = [r for r in read_status(status_table) if r["subject"] == str(subject)]
     if not rows:
-        raise SubjectNotSegmented(f"{label}: not in its chunk's status table {status_table}; run again "
-                                  f"(if it persists: snakemake --forcerun {status_table})")
+        raise SubjectNotSegmented(
+            f"{label}: not in its chunk's status table {status_table}; run again "
+            f"(if it persists: snakemake --forcerun {status_table})"
+        )
     row = rows[-1]
     if row["status"] == "failed":
         raise SubjectNotSegmented(f"{label}: segmentation failed ({status_table}): {row['error']}")
     files = staged_files(staging, subject, probseg, mask)
     absent = [str(p) for p in files if not p.is_file()]
     if absent:
-        raise SubjectNotSegmented(f"{label}: staged file {absent[0]} is missing although {status_table} says "
-                                  f"{row['status']}; run again with --forcerun {status_table}")
+        raise SubjectNotSegmented(
+            f"{label}: staged file {absent[0]} is missing although {status_table} says "
+            f"{row['status']}; run again with --forcerun {status_table}"
+        )
     for staged, final in files.items():
         _place(staged, final)
     log.info("%s: placed %d files from %s", label, len(files), staged_dir(staging, subject))

@@ -52,8 +52,16 @@ def subject_status(plan, subject) -> dict:
     row = plan.subjects.loc[subject]
     targets = _subject_targets(plan, subject)
     present = sum(Path(t).exists() for t in targets)
-    status = {"subject": row["subject"], "session": row.get("session", ""), "site": row["site"], "split": row["split"], "outputs": f"{present}/{len(targets)}",
-              "status": "done", "step": "", "reason": ""}
+    status = {
+        "subject": row["subject"],
+        "session": row.get("session", ""),
+        "site": row["site"],
+        "split": row["split"],
+        "outputs": f"{present}/{len(targets)}",
+        "status": "done",
+        "step": "",
+        "reason": "",
+    }
     if present == len(targets):
         return status
     for log_file in plan.subject_logs(subject):
@@ -100,19 +108,24 @@ def write_status(plan, stream=sys.stderr) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser) -> None:
     parser.add_argument("--configfile", default="config.yaml", help="the run's config file (default: config.yaml)")
-    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="the run's --config values (YAML values, as snakemake reads them)")
+    parser.add_argument(
+        "--config",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the run's --config values (YAML values, as snakemake reads them)",
+    )
     parser.add_argument("-o", "--output", help="also write the table here")
 
 
 def main(args) -> int:
     import yaml
 
-    from .workflow_subjects import subjects_for_workflow
     from .config import validate
     from .errors import ConfigError
     from .io import atomic_output
     from .plan import Plan
+    from .workflow_subjects import subjects_for_workflow
 
     try:
         config = yaml.safe_load(Path(args.configfile).read_text()) or {}

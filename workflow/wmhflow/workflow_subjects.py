@@ -33,6 +33,11 @@ def subjects_for_workflow(config: dict, workdir=".") -> pd.DataFrame:
         # results/sub-*/ would then be read back as BIDS subjects on the next run.
         raise ConfigError("results", f"{results} is the input cohort's own folder; choose another output folder")
     table = discover(cohort, layout, config["challenge_images"], config["bids_reference"], exclude=[results])
-    table = select(table, config["participant_label"], config["exclude_participant_label"],
-                   config["session_label"], config["exclude_session_label"])
+    table = select(
+        table,
+        config["participant_label"],
+        config["exclude_participant_label"],
+        config["session_label"],
+        config["exclude_session_label"],
+    )
     return assign_splits(table, config["splits"]["train_per_site"], config["splits"]["seed"])

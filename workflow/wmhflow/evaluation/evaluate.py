@@ -51,9 +51,15 @@ def main(args) -> int:
     scores = evaluate_files(args.reference, args.prediction)
     row = {c: getattr(args, c) for c in ID_COLUMNS if getattr(args, c) is not None}
     row.update(scores)
-    log.info("Dice %.4f, H95 %.2f mm, AVD %.2f %%, lesion recall %.3f, lesion F1 %.3f%s", scores["dice"],
-             scores["h95_mm"], scores["avd_pct"], scores["lesion_recall"], scores["lesion_f1"],
-             f" ({scores['remarks']})" if scores["remarks"] else "")
+    log.info(
+        "Dice %.4f, H95 %.2f mm, AVD %.2f %%, lesion recall %.3f, lesion F1 %.3f%s",
+        scores["dice"],
+        scores["h95_mm"],
+        scores["avd_pct"],
+        scores["lesion_recall"],
+        scores["lesion_f1"],
+        f" ({scores['remarks']})" if scores["remarks"] else "",
+    )
     text = format_row(row, args.json)
     if args.output:
         with atomic_output(args.output) as tmp:

@@ -23,8 +23,18 @@ from scipy import ndimage
 from ..io import atomic_output, load_nifti, require_same_grid
 from .metrics import binarize_prediction
 
-COLUMNS = ["subject", "session", "lesion_id", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-           "max_probability", "mean_probability"]
+COLUMNS = [
+    "subject",
+    "session",
+    "lesion_id",
+    "voxels",
+    "volume_ml",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "max_probability",
+    "mean_probability",
+]
 log = logging.getLogger(__name__)
 
 
@@ -40,10 +50,17 @@ def lesion_table(mask: np.ndarray, affine: np.ndarray, probability=None, subject
     affine = np.asarray(affine, float)
     world = centroids @ affine[:3, :3].T + affine[:3, 3]
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-    table = pd.DataFrame({
-        "subject": subject, "session": session, "voxels": voxels, "volume_ml": voxels * voxel_ml,
-        "centroid_x_mm": world[:, 0], "centroid_y_mm": world[:, 1], "centroid_z_mm": world[:, 2],
-    })
+    table = pd.DataFrame(
+        {
+            "subject": subject,
+            "session": session,
+            "voxels": voxels,
+            "volume_ml": voxels * voxel_ml,
+            "centroid_x_mm": world[:, 0],
+            "centroid_y_mm": world[:, 1],
+            "centroid_z_mm": world[:, 2],
+        }
+    )
     if probability is not None:
         probability = np.asarray(probability, np.float64)
         table["max_probability"] = ndimage.maximum(probability, labels, index)

@@ -67,9 +67,22 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-KEYS = ("dice", "h95_mm", "avd_pct", "lesion_recall", "lesion_f1", "lesion_precision", "tp_voxels",
-        "fp_voxels", "fn_voxels", "reference_ml", "predicted_ml", "reference_lesions", "predicted_lesions",
-        "remarks")
+KEYS = (
+    "dice",
+    "h95_mm",
+    "avd_pct",
+    "lesion_recall",
+    "lesion_f1",
+    "lesion_precision",
+    "tp_voxels",
+    "fp_voxels",
+    "fn_voxels",
+    "reference_ml",
+    "predicted_ml",
+    "reference_lesions",
+    "predicted_lesions",
+    "remarks",
+)
 #: The five challenge metrics, in the challenge's order.
 METRICS = KEYS[:5]
 _26_CONNECTED = np.ones((3, 3, 3), bool)
@@ -113,8 +126,12 @@ def image_diagonal(shape, affine: np.ndarray) -> float:
     """The largest distance (mm) between two voxel centres of a grid: its longest diagonal."""
     extent = np.asarray(shape[:3], float) - 1
     matrix = np.asarray(affine)[:3, :3]
-    return float(max(np.linalg.norm(matrix @ (extent * np.array((1.0,) + signs)))
-                     for signs in itertools.product((1.0, -1.0), repeat=2)))
+    return float(
+        max(
+            np.linalg.norm(matrix @ (extent * np.array((1.0,) + signs)))
+            for signs in itertools.product((1.0, -1.0), repeat=2)
+        )
+    )
 
 
 def _boundary_points(mask: np.ndarray, affine: np.ndarray):
@@ -135,8 +152,11 @@ def _h95(a, b, affine):
     a_to_b = cKDTree(points_b).query(points_a, k=1)[0]
     b_to_a = cKDTree(points_a).query(points_b, k=1)[0]
     distance = float(max(np.percentile(a_to_b, 95, method="linear"), np.percentile(b_to_a, 95, method="linear")))
-    remarks = [f"{name} has no in-plane boundary (fills whole slices): its voxels used for H95"
-               for name, used in (("reference", fallback_a), ("prediction", fallback_b)) if used]
+    remarks = [
+        f"{name} has no in-plane boundary (fills whole slices): its voxels used for H95"
+        for name, used in (("reference", fallback_a), ("prediction", fallback_b))
+        if used
+    ]
     return distance, remarks
 
 
@@ -163,8 +183,7 @@ def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, affine: np.nd
     elif size_a == 0:
         diagonal = image_diagonal(a.shape, affine)
         dice, distance, avd = 0.0, diagonal, 100.0 * size_b
-        remarks.append(f"empty reference: H95 set to the image diagonal ({diagonal:.2f} mm), "
-                       "AVD relative to one voxel")
+        remarks.append(f"empty reference: H95 set to the image diagonal ({diagonal:.2f} mm), AVD relative to one voxel")
     elif size_b == 0:
         diagonal = image_diagonal(a.shape, affine)
         dice, distance, avd = 0.0, diagonal, 100.0
@@ -176,8 +195,22 @@ def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, affine: np.nd
         avd = abs(size_a - size_b) / size_a * 100.0
     recall, precision, f1, n_a, n_b = lesion_scores(a, b)
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
-    values = (dice, distance, avd, recall, f1, precision, tp, size_b - tp, size_a - tp, size_a * voxel_ml,
-              size_b * voxel_ml, n_a, n_b, "; ".join(remarks))
+    values = (
+        dice,
+        distance,
+        avd,
+        recall,
+        f1,
+        precision,
+        tp,
+        size_b - tp,
+        size_a - tp,
+        size_a * voxel_ml,
+        size_b * voxel_ml,
+        n_a,
+        n_b,
+        "; ".join(remarks),
+    )
     return dict(zip(KEYS, values))
 
 

@@ -28,15 +28,15 @@ from scipy import ndimage
 
 #: defaults of the 'intensity' settings (probabilities per sample and strengths)
 DEFAULTS = {
-    "probability": 0.8,       # chance that a sample is augmented at all
-    "gamma": 0.35,            # log-gamma drawn in [-g, g]
-    "window": 0.1,            # window shift and log-scale in [-w, w]
-    "bias": 0.3,              # bias field amplitude (log units), drawn in [0, b]
-    "noise": 0.04,            # Gaussian noise sigma (fraction of 255), drawn in [0, n]
-    "blur": 1.0,              # Gaussian blur sigma (pixels), drawn in [0, s]; half of the samples
-    "downsample": 2.0,        # resolution factor in [1, d]; the other half
-    "scalp": 0.8,             # rim brightening: factor in [1, 1 + s] on the outer rim, half of the samples
-    "scalp_width": 6.0,       # rim width in pixels (~ mm at ~1 mm in-plane), drawn in [2, w]
+    "probability": 0.8,  # chance that a sample is augmented at all
+    "gamma": 0.35,  # log-gamma drawn in [-g, g]
+    "window": 0.1,  # window shift and log-scale in [-w, w]
+    "bias": 0.3,  # bias field amplitude (log units), drawn in [0, b]
+    "noise": 0.04,  # Gaussian noise sigma (fraction of 255), drawn in [0, n]
+    "blur": 1.0,  # Gaussian blur sigma (pixels), drawn in [0, s]; half of the samples
+    "downsample": 2.0,  # resolution factor in [1, d]; the other half
+    "scalp": 0.8,  # rim brightening: factor in [1, 1 + s] on the outer rim, half of the samples
+    "scalp_width": 6.0,  # rim width in pixels (~ mm at ~1 mm in-plane), drawn in [2, w]
 }
 
 
@@ -73,7 +73,8 @@ def augment_image(image: np.ndarray, rng, settings=None) -> np.ndarray:
         sigma = rng.uniform(0, s["blur"])
         if sigma > 0.1:
             x = ndimage.gaussian_filter(np.where(head, x, 0), sigma) / np.maximum(
-                ndimage.gaussian_filter(head.astype(np.float32), sigma), 1e-3)
+                ndimage.gaussian_filter(head.astype(np.float32), sigma), 1e-3
+            )
     else:
         factor = rng.uniform(1.0, s["downsample"])
         if factor > 1.1:

@@ -58,8 +58,14 @@ def choose_threshold(probabilities, references, grid=THRESHOLD_GRID) -> dict:
     # highest mean Dice; among (near-)equal ones the threshold closest to the conventional 0.5
     best = max(range(len(grid)), key=lambda i: (round(float(mean[i]), 6), -abs(grid[i] - 0.5)))
     half = float(np.mean([dice_curve(p, r, [0.5])[0] for p, r in zip(probabilities, references)]))
-    return {"threshold": grid[best], "dice": float(mean[best]), "dice_at_0.5": half, "subjects": len(probabilities),
-            "grid": grid, "mean_dice": [round(float(d), 4) for d in mean]}
+    return {
+        "threshold": grid[best],
+        "dice": float(mean[best]),
+        "dice_at_0.5": half,
+        "subjects": len(probabilities),
+        "grid": grid,
+        "mean_dice": [round(float(d), 4) for d in mean],
+    }
 
 
 def stored_threshold(meta: dict, tta: str):

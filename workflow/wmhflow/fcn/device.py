@@ -26,8 +26,9 @@ def pick_device(requested: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError("device", "CUDA was asked for but no CUDA device is available")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError("device", f"{requested} asked for, but only {torch.cuda.device_count()} CUDA "
-                                        f"device(s) are visible")
+            raise ConfigError(
+                "device", f"{requested} asked for, but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     return device
 
 

@@ -34,13 +34,13 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .calibration import DEFAULT_THRESHOLD, stored_threshold
-from .device import autocast_dtype, pick_device, prepare, set_threads
 from ..errors import ConfigError, InputError
 from ..io import load_nifti, require_same_grid, save_like
+from ..preprocess.quantize import inputs_window, model_window, require_model_window
+from .calibration import DEFAULT_THRESHOLD, stored_threshold
+from .device import autocast_dtype, pick_device, prepare, set_threads
 from .model import load_model
 from .postprocess import clean_mask, voxel_volume_mm3
-from ..preprocess.quantize import inputs_window, model_window, require_model_window
 from .slices import colour_slices, required_volumes, to_input
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,19 @@ def _averaged(models, chunk, device, amp, forward, flip_axis):
     return total / (len(models) * (2 if flip_axis is not None else 1))
 
 
-def predict_volume(model, volumes: dict, channels: str, device="auto", precision="auto", batch_size=BATCH_SIZE,
-                   crop=True, forward=_forward, crop_margin=EXACT_MARGIN, tta="none", flip_axis=None) -> np.ndarray:
+def predict_volume(
+    model,
+    volumes: dict,
+    channels: str,
+    device="auto",
+    precision="auto",
+    batch_size=BATCH_SIZE,
+    crop=True,
+    forward=_forward,
+    crop_margin=EXACT_MARGIN,
+    tta="none",
+    flip_axis=None,
+) -> np.ndarray:
     """WMH probability (X, Y, Z) float32 for uint8 volumes (X, Y, Z) on one grid.
 
     ``model``: one network or a list of them (an ensemble: probabilities averaged). ``crop``: skip
@@ -144,8 +155,10 @@ def predict_volume(model, volumes: dict, channels: str, device="auto", precision
     device = pick_device(device) if isinstance(device, str) else torch.device(device)
     amp = autocast_dtype(device, precision)
     prepare(device)
-    models = [m.to(device).to(memory_format=torch.channels_last).eval()
-              for m in (model if isinstance(model, (list, tuple)) else [model])]
+    models = [
+        m.to(device).to(memory_format=torch.channels_last).eval()
+        for m in (model if isinstance(model, (list, tuple)) else [model])
+    ]
     flair = np.asarray(volumes["flair"])
     head = flair > 0
     prob = np.zeros(flair.shape, np.float32)
@@ -160,7 +173,7 @@ def predict_volume(model, volumes: dict, channels: str, device="auto", precision
     start, done, size, pixels = time.perf_counter(), 0, max(1, int(batch_size)), 0
     with torch.inference_mode():
         while done < len(slices):
-            ks = slices[done:done + size]
+            ks = slices[done : done + size]
             if crop:
                 _, xs, ys = head_box(flair[:, :, ks], int(crop_margin), STRIDE)
             else:
@@ -185,11 +198,19 @@ def predict_volume(model, volumes: dict, channels: str, device="auto", precision
             pixels += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
     prob[~head] = 0.0
     passes = len(models) * (2 if flip_axis is not None else 1)
-    log.info("FCN on %d of %d slices (%.0f%% of their pixels after cropping) in %.1f s on %s%s; %d pass(es) "
-             "per slice (%d model(s)%s)", len(slices), flair.shape[2],
-             100.0 * pixels / max(1, len(slices) * flair.shape[0] * flair.shape[1]), time.perf_counter() - start,
-             device, " (bf16)" if amp is not None else "", passes, len(models),
-             f", flipped along voxel axis {flip_axis}" if flip_axis is not None else "")
+    log.info(
+        "FCN on %d of %d slices (%.0f%% of their pixels after cropping) in %.1f s on %s%s; %d pass(es) "
+        "per slice (%d model(s)%s)",
+        len(slices),
+        flair.shape[2],
+        100.0 * pixels / max(1, len(slices) * flair.shape[0] * flair.shape[1]),
+        time.perf_counter() - start,
+        device,
+        " (bf16)" if amp is not None else "",
+        passes,
+        len(models),
+        f", flipped along voxel axis {flip_axis}" if flip_axis is not None else "",
+    )
     return prob
 
 
@@ -228,8 +249,10 @@ def load_volumes(flair, t1, tophat, channels):
             volumes[key] = np.asarray(img.dataobj)
     for key, data in volumes.items():
         if data.dtype != np.uint8:
-            raise InputError({"flair": flair, "t1": t1, "tophat": tophat}[key],
-                             f"expected the 8-bit requantized volume, found {data.dtype}")
+            raise InputError(
+                {"flair": flair, "t1": t1, "tophat": tophat}[key],
+                f"expected the 8-bit requantized volume, found {data.dtype}",
+            )
     return volumes, flair_img
 
 
@@ -252,8 +275,11 @@ def load_models(paths):
         model, meta = load_model(path)
         channels = meta.get("channels", "flair,t1,tophat")
         if metas and channels != metas[0].get("channels", "flair,t1,tophat"):
-            raise InputError(path, f"model channels {channels} differ from those of {paths[0]} "
-                                   f"({metas[0].get('channels', 'flair,t1,tophat')}): an ensemble needs one channel set")
+            raise InputError(
+                path,
+                f"model channels {channels} differ from those of {paths[0]} "
+                f"({metas[0].get('channels', 'flair,t1,tophat')}): an ensemble needs one channel set",
+            )
         models.append(model)
         metas.append(meta)
     return models, metas
@@ -274,8 +300,10 @@ def require_checkpoint_window(checkpoints, window: str) -> None:
     for path in model_files(checkpoints):
         trained = model_window(load_model(path)[1])
         if trained not in ("unknown", window):
-            raise ConfigError("requantize.window", f"{window}, but model {path} was trained on {trained}-window "
-                                                   f"volumes: set requantize.window: {trained}")
+            raise ConfigError(
+                "requantize.window",
+                f"{window}, but model {path} was trained on {trained}-window volumes: set requantize.window: {trained}",
+            )
 
 
 def parse_threshold(value):
@@ -304,14 +332,18 @@ def resolve_threshold(setting, metas, tta: str):
     if any(value is None for value in stored):
         return DEFAULT_THRESHOLD, "default 0.5 (the model file stores no calibrated threshold)"
     value = float(np.mean(stored))
-    return value, (f"calibrated on the validation subjects (tta {tta})" if len(stored) == 1
-                   else f"mean of the {len(stored)} models' calibrated thresholds (tta {tta})")
+    return value, (
+        f"calibrated on the validation subjects (tta {tta})"
+        if len(stored) == 1
+        else f"mean of the {len(stored)} models' calibrated thresholds (tta {tta})"
+    )
 
 
 def make_mask(prob, flair_8bit, zooms, threshold, min_lesion_mm3=MIN_LESION_MM3, min_depth_mm=MIN_DEPTH_MM):
     """(uint8 mask, post-processing report) of a probability map: threshold, then :func:`clean_mask`."""
-    mask, report = clean_mask(np.asarray(prob) >= threshold, zooms, np.asarray(flair_8bit) > 0,
-                              float(min_lesion_mm3), float(min_depth_mm))
+    mask, report = clean_mask(
+        np.asarray(prob) >= threshold, zooms, np.asarray(flair_8bit) > 0, float(min_lesion_mm3), float(min_depth_mm)
+    )
     return mask.astype(np.uint8), report
 
 
@@ -320,40 +352,82 @@ def model_provenance(model_paths, metas, channels) -> dict:
     files = [str(p) for p in model_paths]
     sums = [file_sha256(p) for p in files]
     one = len(files) == 1
-    return {"ModelName": metas[0].get("name"), "ModelChannels": channels, "ModelFile": files[0] if one else files,
-            "ModelSHA256": sums[0] if one else sums}
+    return {
+        "ModelName": metas[0].get("name"),
+        "ModelChannels": channels,
+        "ModelFile": files[0] if one else files,
+        "ModelSHA256": sums[0] if one else sums,
+    }
 
 
-def inference_record(model_paths, metas, tta, flip_axis, threshold, threshold_source, min_lesion_mm3,
-                     min_depth_mm, report, mask, zooms, seconds) -> dict:
+def inference_record(
+    model_paths,
+    metas,
+    tta,
+    flip_axis,
+    threshold,
+    threshold_source,
+    min_lesion_mm3,
+    min_depth_mm,
+    report,
+    mask,
+    zooms,
+    seconds,
+) -> dict:
     """What made a mask, for the JSON sidecar beside it (BIDS derivatives: Sources and parameters)."""
-    return {"ModelFiles": [str(p) for p in model_paths], "Models": [m.get("name") for m in metas],
-            "TestTimeAugmentation": tta, "FlipVoxelAxis": flip_axis, "Threshold": threshold,
-            "ThresholdSource": threshold_source, "MinLesionVolume_mm3": float(min_lesion_mm3),
-            "MinDepth_mm": float(min_depth_mm), "PostProcessing": report,
-            "WMHVolume_mL": float(np.count_nonzero(mask) * voxel_volume_mm3(zooms) / 1000.0),
-            "FCNSeconds": round(float(seconds), 2)}
+    return {
+        "ModelFiles": [str(p) for p in model_paths],
+        "Models": [m.get("name") for m in metas],
+        "TestTimeAugmentation": tta,
+        "FlipVoxelAxis": flip_axis,
+        "Threshold": threshold,
+        "ThresholdSource": threshold_source,
+        "MinLesionVolume_mm3": float(min_lesion_mm3),
+        "MinDepth_mm": float(min_depth_mm),
+        "PostProcessing": report,
+        "WMHVolume_mL": float(np.count_nonzero(mask) * voxel_volume_mm3(zooms) / 1000.0),
+        "FCNSeconds": round(float(seconds), 2),
+    }
 
 
 def add_postprocessing_arguments(parser) -> None:
     """The flags ``wmhflow infer`` and ``wmhflow segment`` share (defaults = the config schema's)."""
-    parser.add_argument("--tta", default="none", choices=TTA_MODES,
-                        help="test-time augmentation: none, or flip (also the left-right mirror; 2x the FCN time)")
-    parser.add_argument("--threshold", default=DEFAULT_THRESHOLD,
-                        help="probability from which a voxel is WMH (default 0.5); auto: the one stored with "
-                             "the model (chosen on its validation subjects), 0.5 for models without one")
-    parser.add_argument("--min-lesion-mm3", type=float, default=MIN_LESION_MM3,
-                        help="remove 26-connected components smaller than this volume (mm^3; 0: keep all)")
-    parser.add_argument("--min-depth-mm", type=float, default=MIN_DEPTH_MM,
-                        help="remove components with no voxel this deep inside the head (mm; 0: off)")
+    parser.add_argument(
+        "--tta",
+        default="none",
+        choices=TTA_MODES,
+        help="test-time augmentation: none, or flip (also the left-right mirror; 2x the FCN time)",
+    )
+    parser.add_argument(
+        "--threshold",
+        default=DEFAULT_THRESHOLD,
+        help="probability from which a voxel is WMH (default 0.5); auto: the one stored with "
+        "the model (chosen on its validation subjects), 0.5 for models without one",
+    )
+    parser.add_argument(
+        "--min-lesion-mm3",
+        type=float,
+        default=MIN_LESION_MM3,
+        help="remove 26-connected components smaller than this volume (mm^3; 0: keep all)",
+    )
+    parser.add_argument(
+        "--min-depth-mm",
+        type=float,
+        default=MIN_DEPTH_MM,
+        help="remove components with no voxel this deep inside the head (mm; 0: off)",
+    )
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--flair", required=True, help="8-bit FLAIR")
     parser.add_argument("--t1", nargs="?", const="", help="8-bit T1 on the FLAIR grid (none: FLAIR-only channels)")
     parser.add_argument("--tophat", help="top-hat of the 8-bit FLAIR")
-    parser.add_argument("--model", required=True, nargs="+",
-                        help="model.pt written by 'wmhflow train'; several: an ensemble (probabilities averaged)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        help="model.pt written by 'wmhflow train'; several: an ensemble (probabilities averaged)",
+    )
     parser.add_argument("--probseg", required=True, help="output WMH probability (float32)")
     parser.add_argument("--mask", required=True, help="output WMH mask (uint8 0/1), with a JSON sidecar beside it")
     add_inference_arguments(parser)
@@ -371,9 +445,13 @@ def add_network_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--crop-margin", type=int, default=CROP_MARGIN,
-                        help=f"pixels kept around the head when cropping (>= {EXACT_MARGIN}: same result "
-                             f"as no cropping; smaller is faster)")
+    parser.add_argument(
+        "--crop-margin",
+        type=int,
+        default=CROP_MARGIN,
+        help=f"pixels kept around the head when cropping (>= {EXACT_MARGIN}: same result "
+        f"as no cropping; smaller is faster)",
+    )
 
 
 def check_postprocessing_arguments(args) -> None:
@@ -383,8 +461,9 @@ def check_postprocessing_arguments(args) -> None:
     parse_threshold(args.threshold)
 
 
-def infer_subject(models, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings,
-                  named_as=None) -> dict:
+def infer_subject(
+    models, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings, named_as=None
+) -> dict:
     """Segment one subject with loaded models and write its probseg, mask and their JSON sidecars.
 
     ``settings``: device, precision, batch_size, crop_margin, tta, threshold, min_lesion_mm3,
@@ -394,8 +473,9 @@ def infer_subject(models, metas, model_paths, volumes, flair_img, inputs, probse
     Returns what the log line and the settings record need.
     """
     predicted = predict_subject(models, metas, volumes, flair_img, settings)
-    return write_subject(predicted, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings,
-                         named_as)
+    return write_subject(
+        predicted, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings, named_as
+    )
 
 
 def predict_subject(models, metas, volumes, flair_img, settings) -> dict:
@@ -405,41 +485,98 @@ def predict_subject(models, metas, volumes, flair_img, settings) -> dict:
     channels = metas[0].get("channels", "flair,t1,tophat")
     flip_axis = left_right_axis(flair_img.affine)
     started = time.perf_counter()
-    prob = predict_volume(models, volumes, channels, s["device"], s["precision"], s["batch_size"],
-                          crop_margin=s["crop_margin"], tta=s["tta"], flip_axis=flip_axis)
+    prob = predict_volume(
+        models,
+        volumes,
+        channels,
+        s["device"],
+        s["precision"],
+        s["batch_size"],
+        crop_margin=s["crop_margin"],
+        tta=s["tta"],
+        flip_axis=flip_axis,
+    )
     return {"prob": prob, "seconds": time.perf_counter() - started, "flip_axis": flip_axis}
 
 
-def write_subject(predicted, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings,
-                  named_as=None) -> dict:
+def write_subject(
+    predicted, metas, model_paths, volumes, flair_img, inputs, probseg, mask_path, settings, named_as=None
+) -> dict:
     """The CPU part of :func:`infer_subject` after the FCN: threshold, post-processing, the four files."""
     s, prob, seconds, flip_axis = settings, predicted["prob"], predicted["seconds"], predicted["flip_axis"]
     channels = metas[0].get("channels", "flair,t1,tophat")
     threshold, source = resolve_threshold(s["threshold"], metas, s["tta"])
     zooms = flair_img.header.get_zooms()[:3]
     mask, report = make_mask(prob, volumes["flair"], zooms, threshold, s["min_lesion_mm3"], s["min_depth_mm"])
-    record = inference_record(model_paths, metas, s["tta"], flip_axis if s["tta"] == "flip" else None, threshold,
-                              source, s["min_lesion_mm3"], s["min_depth_mm"], report, mask, zooms, seconds)
-    made_by = dict(model_provenance(model_paths, metas, channels), CropMargin=s["crop_margin"],
-                   Precision=s["precision"])
+    record = inference_record(
+        model_paths,
+        metas,
+        s["tta"],
+        flip_axis if s["tta"] == "flip" else None,
+        threshold,
+        source,
+        s["min_lesion_mm3"],
+        s["min_depth_mm"],
+        report,
+        mask,
+        zooms,
+        seconds,
+    )
+    made_by = dict(
+        model_provenance(model_paths, metas, channels), CropMargin=s["crop_margin"], Precision=s["precision"]
+    )
     final_probseg, final_mask = named_as or (probseg, mask_path)
-    save_like(prob, flair_img, probseg, np.float32, sources=inputs, named_as=final_probseg,
-              Description="WMH probability of the FCN", **made_by)
+    save_like(
+        prob,
+        flair_img,
+        probseg,
+        np.float32,
+        sources=inputs,
+        named_as=final_probseg,
+        Description="WMH probability of the FCN",
+        **made_by,
+    )
     # the mask's source is the probseg where it will be read (final_probseg); its spatial reference is
     # read from the probseg sidecar just written (SpatialReference=probseg), which names the FLAIR
-    save_like(mask, flair_img, mask_path, np.uint8, sources=[final_probseg], named_as=final_mask,
-              Description="WMH mask: probability >= Threshold, then post-processing", Type="Lesion",
-              **made_by, **record, **({"SpatialReference": str(probseg)} if named_as else {}))
-    log.info("threshold %.2f (%s); post-processing removed %d small and %d superficial component(s), %d voxels",
-             threshold, source, report["removed_small"], report["removed_superficial"], report["removed_voxels"])
-    return {"channels": channels, "threshold_used": threshold, "wmh_voxels": int(mask.sum()),
-            "fcn_seconds": seconds}
+    save_like(
+        mask,
+        flair_img,
+        mask_path,
+        np.uint8,
+        sources=[final_probseg],
+        named_as=final_mask,
+        Description="WMH mask: probability >= Threshold, then post-processing",
+        Type="Lesion",
+        **made_by,
+        **record,
+        **({"SpatialReference": str(probseg)} if named_as else {}),
+    )
+    log.info(
+        "threshold %.2f (%s); post-processing removed %d small and %d superficial component(s), %d voxels",
+        threshold,
+        source,
+        report["removed_small"],
+        report["removed_superficial"],
+        report["removed_voxels"],
+    )
+    return {"channels": channels, "threshold_used": threshold, "wmh_voxels": int(mask.sum()), "fcn_seconds": seconds}
 
 
 def settings_of(args) -> dict:
     """The inference settings of parsed ``wmhflow infer`` / ``infer-batch`` flags."""
-    return {key: getattr(args, key) for key in ("device", "precision", "batch_size", "crop_margin", "tta",
-                                                 "threshold", "min_lesion_mm3", "min_depth_mm")}
+    return {
+        key: getattr(args, key)
+        for key in (
+            "device",
+            "precision",
+            "batch_size",
+            "crop_margin",
+            "tta",
+            "threshold",
+            "min_lesion_mm3",
+            "min_depth_mm",
+        )
+    }
 
 
 def main(args) -> int:
@@ -451,9 +588,15 @@ def main(args) -> int:
     volumes, flair_img = load_volumes(args.flair, args.t1, args.tophat, channels)
     require_models_window(args.model, metas, inputs_window([args.flair, args.t1]), args.flair)
     inputs = [p for p in (args.flair, args.t1, args.tophat) if p]
-    done = infer_subject(models, metas, args.model, volumes, flair_img, inputs, args.probseg, args.mask,
-                         settings_of(args))
-    settings = dict(vars(args), channels=channels, model_names=[m.get("name") for m in metas],
-                    threshold_used=done["threshold_used"], wmh_voxels=done["wmh_voxels"])
+    done = infer_subject(
+        models, metas, args.model, volumes, flair_img, inputs, args.probseg, args.mask, settings_of(args)
+    )
+    settings = dict(
+        vars(args),
+        channels=channels,
+        model_names=[m.get("name") for m in metas],
+        threshold_used=done["threshold_used"],
+        wmh_voxels=done["wmh_voxels"],
+    )
     log.info("settings: %s", json.dumps(settings))
     return 0

@@ -43,19 +43,26 @@ class Subject:
 def subjects_of(keys, flair, t1, tophat, probseg, mask) -> list[Subject]:
     """Zip the per-subject lists of the command line; t1 (and tophat) may be empty lists (FLAIR-only)."""
     n = len(keys)
-    columns = {"--flair": flair, "--t1": t1 or [""] * n, "--tophat": tophat or [""] * n,
-               "--probseg": probseg, "--mask": mask}
+    columns = {
+        "--flair": flair,
+        "--t1": t1 or [""] * n,
+        "--tophat": tophat or [""] * n,
+        "--probseg": probseg,
+        "--mask": mask,
+    }
     for flag, values in columns.items():
         if len(values) != n:
-            raise ConfigError(f"infer-batch {flag}", f"{len(values)} value(s) for {n} subject(s): give one per subject, "
-                                                     f"in the order of --subjects")
+            raise ConfigError(
+                f"infer-batch {flag}",
+                f"{len(values)} value(s) for {n} subject(s): give one per subject, in the order of --subjects",
+            )
     return [Subject(*row) for row in zip(keys, *columns.values())]
 
 
 def _read(subject: Subject, model_paths, metas, channels):
     """The background thread's part: a subject's volumes, checked (grid, dtype, the models' window)."""
-    from .infer import load_volumes, require_models_window
     from ..preprocess.quantize import inputs_window
+    from .infer import load_volumes, require_models_window
 
     volumes, flair_img = load_volumes(subject.flair, subject.t1, subject.tophat, channels)
     require_models_window(model_paths, metas, inputs_window([subject.flair, subject.t1]), subject.flair)
@@ -82,9 +89,13 @@ def run_chunk(subjects: list[Subject], model_paths, settings: dict, staging_dir,
     rows.sort(key=lambda r: order[r["subject"]])
     staging.write_status(status_path, rows)
     failed = [r for r in rows if r["status"] == "failed"]
-    log.info("chunk done: %d segmented, %d cached, %d failed%s", sum(r["status"] == "done" for r in rows),
-             sum(r["status"] == "cached" for r in rows), len(failed),
-             "".join(f"\n  {r['subject']}: {r['error']}" for r in failed))
+    log.info(
+        "chunk done: %d segmented, %d cached, %d failed%s",
+        sum(r["status"] == "done" for r in rows),
+        sum(r["status"] == "cached" for r in rows),
+        len(failed),
+        "".join(f"\n  {r['subject']}: {r['error']}" for r in failed),
+    )
     return rows
 
 
@@ -100,8 +111,10 @@ def _segment_all(todo, model_paths, settings, staging_dir, stamps) -> list[dict]
     # subject, this thread runs the FCN (the GPU's part), a writer thread post-processes and writes the
     # previous one (zlib and most of numpy release the GIL). At most one subject waits to be written,
     # so memory stays that of three subjects.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-next") as reader, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-previous") as writer:
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-next") as reader,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-previous") as writer,
+    ):
         pending = reader.submit(_read, todo[0], model_paths, metas, channels)
         for i, subject in enumerate(todo):
             current = pending
@@ -117,8 +130,22 @@ def _segment_all(todo, model_paths, settings, staging_dir, stamps) -> list[dict]
                 continue
             if writing is not None:
                 rows.append(_row(*writing[:2], writing[2].result()))
-            writing = (subject, t0, writer.submit(_write, subject, predicted, volumes, flair_img, metas, model_paths,
-                                                  settings, staging_dir, stamps[subject.key]))
+            writing = (
+                subject,
+                t0,
+                writer.submit(
+                    _write,
+                    subject,
+                    predicted,
+                    volumes,
+                    flair_img,
+                    metas,
+                    model_paths,
+                    settings,
+                    staging_dir,
+                    stamps[subject.key],
+                ),
+            )
         if writing is not None:
             rows.append(_row(*writing[:2], writing[2].result()))
     return rows
@@ -129,10 +156,18 @@ def _write(subject, predicted, volumes, flair_img, metas, model_paths, settings,
     from .infer import write_subject
 
     try:
-        write_subject(predicted, metas, model_paths, volumes, flair_img, subject.inputs,
-                      staging.staged_path(staging_dir, subject.key, subject.probseg),
-                      staging.staged_path(staging_dir, subject.key, subject.mask), settings,
-                      named_as=(subject.probseg, subject.mask))
+        write_subject(
+            predicted,
+            metas,
+            model_paths,
+            volumes,
+            flair_img,
+            subject.inputs,
+            staging.staged_path(staging_dir, subject.key, subject.probseg),
+            staging.staged_path(staging_dir, subject.key, subject.mask),
+            settings,
+            named_as=(subject.probseg, subject.mask),
+        )
         staging.stamp(staging_dir, subject.key, stamp)
     except Exception as exc:  # noqa: BLE001
         return dict(_failed(subject, exc), finished=time.perf_counter())
@@ -153,8 +188,13 @@ def _row(subject, t0, outcome) -> dict:
     """A status row: the subject's seconds from its FCN pass to its last file written."""
     outcome = dict(outcome)
     seconds = outcome.pop("finished", time.perf_counter()) - t0
-    log.info("%s: %s in %.1f s%s", subject.key, outcome["status"], seconds,
-             f" ({outcome['error']})" if outcome["error"] else "")
+    log.info(
+        "%s: %s in %.1f s%s",
+        subject.key,
+        outcome["status"],
+        seconds,
+        f" ({outcome['error']})" if outcome["error"] else "",
+    )
     return dict(outcome, subject=subject.key, seconds=round(seconds, 2))
 
 

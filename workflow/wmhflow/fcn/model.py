@@ -24,8 +24,21 @@ from ..errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 # (in, out) channels of VGG16's convolutions in stages 1-4; "M" is a 2x2 max-pool.
-_VGG16_STAGES_1_TO_4 = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M",
-                        (128, 256), (256, 256), (256, 256), "M", (256, 512), (512, 512), (512, 512)]
+_VGG16_STAGES_1_TO_4 = [
+    (3, 64),
+    (64, 64),
+    "M",
+    (64, 128),
+    (128, 128),
+    "M",
+    (128, 256),
+    (256, 256),
+    (256, 256),
+    "M",
+    (256, 512),
+    (512, 512),
+    (512, 512),
+]
 #: indices in ``features`` after which a stage ends (the ReLU of conv1_2, conv2_2, conv3_3, conv4_3)
 STAGE_ENDS = (3, 8, 15, 22)
 STAGE_CHANNELS = (64, 128, 256, 512)
@@ -99,7 +112,7 @@ class VGGFCN(nn.Module):
         device_type = self.fuse.weight.device.type
         with torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") else nullcontext():
             for k, side in enumerate(self.side):
-                part = fuse[:, k * maps:(k + 1) * maps]
+                part = fuse[:, k * maps : (k + 1) * maps]
                 weight = torch.einsum("ok,kchw->ochw", part, side.weight)
                 bias = part @ side.bias
                 if k == 0:
@@ -113,11 +126,15 @@ def load_vgg16_features(model: VGGFCN, state_dict: dict) -> int:
     own = model.state_dict()
     wanted = {k: v for k, v in state_dict.items() if k.startswith("features.") and k in own}
     if len(wanted) != 20:  # 10 convolutions x (weight, bias)
-        raise ConfigError("model.pretrained", f"not a torchvision VGG16 state dict: found {len(wanted)} of the "
-                                              f"20 tensors of conv1_1..conv4_3")
+        raise ConfigError(
+            "model.pretrained",
+            f"not a torchvision VGG16 state dict: found {len(wanted)} of the 20 tensors of conv1_1..conv4_3",
+        )
     for key, value in wanted.items():
         if own[key].shape != value.shape:
-            raise ConfigError("model.pretrained", f"{key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+            raise ConfigError(
+                "model.pretrained", f"{key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
+            )
     model.load_state_dict(wanted, strict=False)
     return len(wanted)
 
@@ -139,9 +156,12 @@ def build_model(side_maps: int = 16, pretrained: str = "none", allow_download: b
         path = torchvision_weights_path()
         if not path.is_file():
             if not allow_download:
-                raise ConfigError("model.pretrained", f"ImageNet VGG16 weights not found at {path}: download "
-                                  f"{TORCHVISION_VGG16_URL} there (or set TORCH_HOME), or set "
-                                  f"model.pretrained to the file's path, or to 'none'")
+                raise ConfigError(
+                    "model.pretrained",
+                    f"ImageNet VGG16 weights not found at {path}: download "
+                    f"{TORCHVISION_VGG16_URL} there (or set TORCH_HOME), or set "
+                    f"model.pretrained to the file's path, or to 'none'",
+                )
             torch.hub.load_state_dict_from_url(TORCHVISION_VGG16_URL, progress=False)
     else:
         path = Path(pretrained)

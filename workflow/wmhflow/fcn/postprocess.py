@@ -24,8 +24,9 @@ def voxel_volume_mm3(zooms) -> float:
     return float(np.prod([float(z) for z in tuple(zooms)[:3]]))
 
 
-def clean_mask(mask: np.ndarray, zooms, head: np.ndarray | None = None, min_lesion_mm3: float = 0.0,
-               min_depth_mm: float = 0.0):
+def clean_mask(
+    mask: np.ndarray, zooms, head: np.ndarray | None = None, min_lesion_mm3: float = 0.0, min_depth_mm: float = 0.0
+):
     """(cleaned mask, report) for a binary mask on a grid of voxel size ``zooms`` (mm).
 
     ``head``: the head's voxels (needed when ``min_depth_mm`` > 0). The report counts the components

@@ -24,21 +24,45 @@ from ..errors import ConfigError
 
 PRESETS = {
     "paper": {
-        "iterations": 150000, "batch_size": 20, "crop": 0, "lesion_crop_fraction": 0.0, "optimizer": "sgd",
-        "phases": [{"iterations": 50000, "lr": 1.3e-2, "momentum": 0.99},
-                   {"iterations": 100000, "lr": 1.3e-3, "momentum": 0.999}],
-        "weight_decay": 5e-4, "class_weight": 1.0, "scale_range": [0.9, 1.1], "rotation_degrees": 10.0,
-        "validation_subjects": 1, "validate_every": 5000, "checkpoint_every": 2000, "log_every": 100, "seed": 0,
+        "iterations": 150000,
+        "batch_size": 20,
+        "crop": 0,
+        "lesion_crop_fraction": 0.0,
+        "optimizer": "sgd",
+        "phases": [
+            {"iterations": 50000, "lr": 1.3e-2, "momentum": 0.99},
+            {"iterations": 100000, "lr": 1.3e-3, "momentum": 0.999},
+        ],
+        "weight_decay": 5e-4,
+        "class_weight": 1.0,
+        "scale_range": [0.9, 1.1],
+        "rotation_degrees": 10.0,
+        "validation_subjects": 1,
+        "validate_every": 5000,
+        "checkpoint_every": 2000,
+        "log_every": 100,
+        "seed": 0,
     },
     # Minutes on 2 CPU cores without ImageNet weights: crops centred on lesions 60 % of the time and
     # Adam, so that the network learns the bright lesions quickly. No class weighting: on the demo
     # cohort's 6 test subjects, WMH weight 3 gave Dice 0.770 / AVD 58 %, 1.5 gave 0.845 / 25 %, 1 gave
     # 0.856 / 18 % (the lesion-centred crops already balance the classes; heavier WMH over-segments).
     "demo": {
-        "iterations": 600, "batch_size": 8, "crop": 96, "lesion_crop_fraction": 0.6, "optimizer": "adam",
+        "iterations": 600,
+        "batch_size": 8,
+        "crop": 96,
+        "lesion_crop_fraction": 0.6,
+        "optimizer": "adam",
         "phases": [{"iterations": 450, "lr": 3e-4, "momentum": 0.9}, {"iterations": 150, "lr": 1e-4, "momentum": 0.9}],
-        "weight_decay": 5e-4, "class_weight": 1.0, "scale_range": [0.9, 1.1], "rotation_degrees": 10.0,
-        "validation_subjects": 1, "validate_every": 200, "checkpoint_every": 100, "log_every": 25, "seed": 0,
+        "weight_decay": 5e-4,
+        "class_weight": 1.0,
+        "scale_range": [0.9, 1.1],
+        "rotation_degrees": 10.0,
+        "validation_subjects": 1,
+        "validate_every": 200,
+        "checkpoint_every": 100,
+        "log_every": 25,
+        "seed": 0,
     },
     # Real cohorts, other scanners: the demo's recipe with scanner augmentation, small-lesion sampling
     # and CE + soft Dice, 800 iterations of batch 8: about 10 min on this project's 2-core development
@@ -46,14 +70,37 @@ PRESETS = {
     # side), so about 31 min on a ~3x slower 2-core machine without AVX-512; minutes on a GPU. Accuracy:
     # benchmarks/bench_accuracy.py (README, Benchmarks).
     "standard": {
-        "iterations": 800, "batch_size": 8, "crop": 96, "lesion_crop_fraction": 0.6, "optimizer": "adam",
+        "iterations": 800,
+        "batch_size": 8,
+        "crop": 96,
+        "lesion_crop_fraction": 0.6,
+        "optimizer": "adam",
         "phases": [{"iterations": 600, "lr": 3e-4, "momentum": 0.9}, {"iterations": 200, "lr": 1e-4, "momentum": 0.9}],
-        "weight_decay": 5e-4, "class_weight": 1.0, "scale_range": [0.85, 1.15], "rotation_degrees": 10.0,
-        "validation_subjects": 1, "validate_every": 200, "checkpoint_every": 100, "log_every": 25, "seed": 0,
-        "lesion_sampling": "component", "flip": True, "slice_mix": 0.3,
-        "intensity": {"probability": 0.8, "gamma": 0.35, "window": 0.1, "bias": 0.3, "noise": 0.04, "blur": 1.0,
-                      "downsample": 2.0, "scalp": 0.8, "scalp_width": 6.0},
-        "loss": "ce+dice", "dice_weight": 1.0,
+        "weight_decay": 5e-4,
+        "class_weight": 1.0,
+        "scale_range": [0.85, 1.15],
+        "rotation_degrees": 10.0,
+        "validation_subjects": 1,
+        "validate_every": 200,
+        "checkpoint_every": 100,
+        "log_every": 25,
+        "seed": 0,
+        "lesion_sampling": "component",
+        "flip": True,
+        "slice_mix": 0.3,
+        "intensity": {
+            "probability": 0.8,
+            "gamma": 0.35,
+            "window": 0.1,
+            "bias": 0.3,
+            "noise": 0.04,
+            "blur": 1.0,
+            "downsample": 2.0,
+            "scalp": 0.8,
+            "scalp_width": 6.0,
+        },
+        "loss": "ce+dice",
+        "dice_weight": 1.0,
     },
 }
 LOSSES = ("ce", "ce+dice")
@@ -70,13 +117,19 @@ def resolve_config(train_config: dict) -> dict:
     if total != int(settings["iterations"]):
         # the phases define the schedule; a changed 'iterations' stretches it proportionally
         factor = int(settings["iterations"]) / total
-        settings["phases"] = [dict(p, iterations=max(1, int(round(p["iterations"] * factor)))) for p in settings["phases"]]
-        settings["phases"][-1]["iterations"] += int(settings["iterations"]) - sum(p["iterations"] for p in settings["phases"])
+        settings["phases"] = [
+            dict(p, iterations=max(1, int(round(p["iterations"] * factor)))) for p in settings["phases"]
+        ]
+        settings["phases"][-1]["iterations"] += int(settings["iterations"]) - sum(
+            p["iterations"] for p in settings["phases"]
+        )
         while settings["phases"][-1]["iterations"] < 1 and len(settings["phases"]) > 1:  # fewer iterations than phases
             dropped = settings["phases"].pop()
             settings["phases"][-1]["iterations"] += dropped["iterations"]
     if settings.get("loss", "ce") not in LOSSES:
         raise ConfigError("train.overrides.loss", f"{settings['loss']!r} is not one of {', '.join(LOSSES)}")
     if settings.get("lesion_sampling", "pixel") not in ("pixel", "component"):
-        raise ConfigError("train.overrides.lesion_sampling", f"{settings['lesion_sampling']!r} is not pixel or component")
+        raise ConfigError(
+            "train.overrides.lesion_sampling", f"{settings['lesion_sampling']!r} is not pixel or component"
+        )
     return settings

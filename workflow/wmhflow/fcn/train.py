@@ -20,14 +20,14 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from .device import autocast_dtype, pick_device, prepare, set_threads
 from ..errors import ConfigError, InputError
+from ..io import atomic_output, label_array, load_nifti, require_same_grid
+from ..preprocess.quantize import inputs_window
 from . import calibration
 from .augment import augment_batch, soft_dice_loss
-from ..io import atomic_output, label_array, load_nifti, require_same_grid
+from .device import autocast_dtype, pick_device, prepare, set_threads
 from .model import build_model, save_model
 from .presets import resolve_config
-from ..preprocess.quantize import inputs_window
 from .slices import colour_slices, required_volumes, to_input
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,9 @@ class SliceSampler:
     ``subject_of`` (one subject index per slice) keeps that blend within a subject.
     """
 
-    def __init__(self, images, labels, crop, lesion_fraction, rng, lesion_sampling="pixel", slice_mix=0.0,
-                 subject_of=None):
+    def __init__(
+        self, images, labels, crop, lesion_fraction, rng, lesion_sampling="pixel", slice_mix=0.0, subject_of=None
+    ):
         self.images, self.labels = images, labels
         self.crop, self.lesion_fraction, self.rng = crop, lesion_fraction, rng
         self.lesion_pixels = np.argwhere(labels == 1)  # (slice, x, y)
@@ -104,8 +105,9 @@ class SliceSampler:
         if self.slice_mix <= 0 or self.rng.random() >= self.slice_mix:
             return image
         weight = self.rng.uniform(0.0, 0.5)
-        neighbours = [j if 0 <= j < len(self.images) and self.subject_of[j] == self.subject_of[k] else k
-                      for j in (k - 1, k + 1)]
+        neighbours = [
+            j if 0 <= j < len(self.images) and self.subject_of[j] == self.subject_of[k] else k for j in (k - 1, k + 1)
+        ]
         blend = (1 - weight) * image.astype(np.float32)
         for j in neighbours:
             blend += weight / 2 * self.images[j, :, xs, ys].astype(np.float32)
@@ -119,14 +121,18 @@ class SliceSampler:
         for _ in range(size):
             if len(self.lesion_pixels) and self.rng.random() < self.lesion_fraction:
                 k, cx, cy = self._lesion_pixel()
-                x0 = int(np.clip(cx - crop_h // 2 + self.rng.integers(-crop_h // 4, crop_h // 4 + 1), 0, height - crop_h))
-                y0 = int(np.clip(cy - crop_w // 2 + self.rng.integers(-crop_w // 4, crop_w // 4 + 1), 0, width - crop_w))
+                x0 = int(
+                    np.clip(cx - crop_h // 2 + self.rng.integers(-crop_h // 4, crop_h // 4 + 1), 0, height - crop_h)
+                )
+                y0 = int(
+                    np.clip(cy - crop_w // 2 + self.rng.integers(-crop_w // 4, crop_w // 4 + 1), 0, width - crop_w)
+                )
             else:
                 k = self.rng.integers(n)
                 x0 = int(self.rng.integers(0, height - crop_h + 1))
                 y0 = int(self.rng.integers(0, width - crop_w + 1))
             xs.append(self._mixed(k, slice(x0, x0 + crop_h), slice(y0, y0 + crop_w)))
-            ys.append(self.labels[k, x0:x0 + crop_h, y0:y0 + crop_w])
+            ys.append(self.labels[k, x0 : x0 + crop_h, y0 : y0 + crop_w])
         return np.stack(xs), np.stack(ys)
 
 
@@ -175,10 +181,10 @@ def slice_dice(model, images, labels, device, batch=8, amp=None) -> float:
     model.eval()
     inter = total = 0
     for i in range(0, len(images), batch):
-        x = to_input(torch.from_numpy(images[i:i + batch]).to(device)).contiguous(memory_format=torch.channels_last)
+        x = to_input(torch.from_numpy(images[i : i + batch]).to(device)).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             pred = model(x).argmax(1).cpu().numpy()
-        ref = labels[i:i + batch]
+        ref = labels[i : i + batch]
         keep = ref != IGNORE
         inter += int(((pred == 1) & (ref == 1) & keep).sum())
         total += int(((pred == 1) & keep).sum() + (ref == 1).sum())
@@ -199,8 +205,9 @@ def _phase_at(phases, iteration):
 def _make_optimizer(model, settings):
     first = settings["phases"][0]
     if settings["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=first["lr"], momentum=first["momentum"],
-                               weight_decay=settings["weight_decay"])
+        return torch.optim.SGD(
+            model.parameters(), lr=first["lr"], momentum=first["momentum"], weight_decay=settings["weight_decay"]
+        )
     if settings["optimizer"] == "adam":
         return torch.optim.AdamW(model.parameters(), lr=first["lr"], weight_decay=settings["weight_decay"])
     raise ConfigError("train.optimizer", f"{settings['optimizer']!r} is not sgd or adam")
@@ -209,16 +216,28 @@ def _make_optimizer(model, settings):
 def _save_checkpoint(path, model, optimizer, iteration, rng, rows, signature, running=(0.0, 0)):
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
-                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "rows": rows,
-                    "running": list(running), "signature": signature}, tmp)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "iteration": iteration,
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "rows": rows,
+                "running": list(running),
+                "signature": signature,
+            },
+            tmp,
+        )
 
 
 def _write_log(out_dir: Path, rows):
     import pandas as pd
 
     with atomic_output(out_dir / "training_log.tsv") as tmp:
-        pd.DataFrame(rows, columns=["iteration", "loss", "lr", "slices_per_s", "val_dice"]).to_csv(tmp, sep="\t", index=False)
+        pd.DataFrame(rows, columns=["iteration", "loss", "lr", "slices_per_s", "val_dice"]).to_csv(
+            tmp, sep="\t", index=False
+        )
 
 
 def _plot_curve(out_dir: Path, rows):
@@ -245,8 +264,18 @@ def _plot_curve(out_dir: Path, rows):
     plt.close(fig)
 
 
-def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_config: dict,
-          device="auto", threads=None, stop_after=None):
+def train(
+    flairs,
+    t1s,
+    tophats,
+    references,
+    out_dir,
+    model_config: dict,
+    train_config: dict,
+    device="auto",
+    threads=None,
+    stop_after=None,
+):
     """Train, checkpointing under ``out_dir/checkpoints`` and resuming from there; returns the log rows.
 
     ``stop_after`` ends the run early after that many iterations (as an interruption would), leaving
@@ -269,10 +298,23 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
     images, labels = stack_subjects(fit_subjects)
     subject_of = np.repeat(np.arange(len(fit_subjects)), [len(s[0]) for s in fit_subjects])
     val_images, val_labels = stack_subjects(val_subjects) if val_subjects else (None, None)
-    log.info("training on %d slices of %d subjects (%d lesion pixels), validating on %d subjects",
-             len(images), len(fit_subjects), int((labels == 1).sum()), len(val_subjects))
-    sampler = SliceSampler(images, labels, int(settings["crop"]), float(settings["lesion_crop_fraction"]), rng,
-                           settings.get("lesion_sampling", "pixel"), float(settings.get("slice_mix", 0.0)), subject_of)
+    log.info(
+        "training on %d slices of %d subjects (%d lesion pixels), validating on %d subjects",
+        len(images),
+        len(fit_subjects),
+        int((labels == 1).sum()),
+        len(val_subjects),
+    )
+    sampler = SliceSampler(
+        images,
+        labels,
+        int(settings["crop"]),
+        float(settings["lesion_crop_fraction"]),
+        rng,
+        settings.get("lesion_sampling", "pixel"),
+        float(settings.get("slice_mix", 0.0)),
+        subject_of,
+    )
     intensity = settings.get("intensity")  # None / {}: no intensity augmentation (the demo and paper presets)
     use_dice = settings.get("loss", "ce") == "ce+dice"
 
@@ -285,7 +327,9 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
     prepare(dev)
 
     checkpoint = out_dir / "checkpoints" / "last.pt"
-    signature = json.dumps({"settings": settings, "model": model_config, "inputs": list(map(str, flairs))}, sort_keys=True)
+    signature = json.dumps(
+        {"settings": settings, "model": model_config, "inputs": list(map(str, flairs))}, sort_keys=True
+    )
     iteration, rows, running, seen = 0, [], 0.0, 0
     if checkpoint.is_file():
         # on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves the rest to the device
@@ -312,8 +356,14 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
         x_np, y_np = sampler.batch(int(settings["batch_size"]))
         if intensity:
             x_np = augment_batch(x_np, channels, rng, intensity)
-        x, y = augment(to_input(x_np), torch.from_numpy(y_np.astype(np.int64)), rng,
-                       settings["scale_range"], settings["rotation_degrees"], bool(settings.get("flip", False)))
+        x, y = augment(
+            to_input(x_np),
+            torch.from_numpy(y_np.astype(np.int64)),
+            rng,
+            settings["scale_range"],
+            settings["rotation_degrees"],
+            bool(settings.get("flip", False)),
+        )
         x = x.to(dev).contiguous(memory_format=torch.channels_last)
         y = y.to(dev)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
@@ -336,8 +386,15 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
                 val = slice_dice(model, val_images, val_labels, dev, amp=amp)
             rows.append([iteration, running / seen, phase["lr"], speed, val])
             eta = (total - iteration) * int(settings["batch_size"]) / max(speed, 1e-9)
-            log.info("iteration %d/%d  loss %.4f  %.1f slices/s  ETA %.0f s%s", iteration, total, running / seen,
-                     speed, eta, "" if math.isnan(val) else f"  validation Dice {val:.3f}")
+            log.info(
+                "iteration %d/%d  loss %.4f  %.1f slices/s  ETA %.0f s%s",
+                iteration,
+                total,
+                running / seen,
+                speed,
+                eta,
+                "" if math.isnan(val) else f"  validation Dice {val:.3f}",
+            )
             running, seen, tic = 0.0, 0, time.perf_counter()
         stopping = stop_after is not None and iteration >= stop_after and not last
         if iteration % int(settings["checkpoint_every"]) == 0 or last or stopping:
@@ -345,16 +402,23 @@ def train(flairs, t1s, tophats, references, out_dir, model_config: dict, train_c
         if stopping:
             log.info("stopping early at iteration %d (checkpoint kept)", iteration)
             return rows
-    meta = {"name": model_config.get("name", "fcn2d"), "channels": channels, "train": settings,
-            "model": model_config, "iterations": iteration,
-            # inference refuses volumes requantized with another window (wmhflow.preprocess.quantize)
-            "requantize": window}
+    meta = {
+        "name": model_config.get("name", "fcn2d"),
+        "channels": channels,
+        "train": settings,
+        "model": model_config,
+        "iterations": iteration,
+        # inference refuses volumes requantized with another window (wmhflow.preprocess.quantize)
+        "requantize": window,
+    }
     # The mask threshold, chosen on the held-out validation subjects and stored with the model.
     meta["calibration"] = calibrate_model(model, list(zip(flairs, t1s, tophats, references))[:n_val], channels, dev)
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
     save_model(out_dir / "model.pt", model, meta)
     with atomic_output(out_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump({"model": model_config, "train": dict(train_config, resolved=settings)}, sort_keys=False))
+        tmp.write_text(
+            yaml.safe_dump({"model": model_config, "train": dict(train_config, resolved=settings)}, sort_keys=False)
+        )
     _write_log(out_dir, rows)
     _plot_curve(out_dir, rows)
     return rows
@@ -381,13 +445,20 @@ def calibrate_model(model, subjects, channels, device="cpu", tta_modes=("none", 
         references.append(np.rint(np.asarray(load_nifti(reference, "reference").dataobj, np.float32)))
     result = {"criterion": calibration.CRITERION, "subjects": len(subjects), "thresholds": {}}
     for mode in tta_modes:
-        probabilities = [predict_volume(model, vols, channels, device, "auto", 8, tta=mode, flip_axis=axis)
-                         for vols, axis in volumes]
+        probabilities = [
+            predict_volume(model, vols, channels, device, "auto", 8, tta=mode, flip_axis=axis) for vols, axis in volumes
+        ]
         chosen = calibration.choose_threshold(probabilities, references)
         result["thresholds"][mode] = chosen["threshold"]
         result[mode] = {k: chosen[k] for k in ("threshold", "dice", "dice_at_0.5", "grid", "mean_dice")}
-        log.info("calibration (tta %s) on %d validation subject(s): threshold %.2f, Dice %.3f (%.3f at 0.5)",
-                 mode, len(subjects), chosen["threshold"], chosen["dice"], chosen["dice_at_0.5"])
+        log.info(
+            "calibration (tta %s) on %d validation subject(s): threshold %.2f, Dice %.3f (%.3f at 0.5)",
+            mode,
+            len(subjects),
+            chosen["threshold"],
+            chosen["dice"],
+            chosen["dice_at_0.5"],
+        )
     return result
 
 
@@ -404,6 +475,15 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     config = json.loads(args.config_json)
-    train(args.flair, args.t1, args.tophat, args.reference, args.out_dir, config.get("model", {}),
-          config.get("train", {}), args.device, args.threads)
+    train(
+        args.flair,
+        args.t1,
+        args.tophat,
+        args.reference,
+        args.out_dir,
+        config.get("model", {}),
+        config.get("train", {}),
+        args.device,
+        args.threads,
+    )
     return 0

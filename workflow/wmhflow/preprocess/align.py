@@ -27,9 +27,12 @@ def require_registrable(img, path, role: str) -> None:
     shape = tuple(int(n) for n in img.shape[:3])
     for axis, n in enumerate(shape):
         if n < REGISTRATION_MIN_VOXELS:
-            raise InputError(path, f"{role} has {n} voxels along axis {axis} (shape {shape}): registering the T1 "
-                                   f"onto the FLAIR needs at least {REGISTRATION_MIN_VOXELS}; give a T1 on the "
-                                   "FLAIR's grid")
+            raise InputError(
+                path,
+                f"{role} has {n} voxels along axis {axis} (shape {shape}): registering the T1 "
+                f"onto the FLAIR needs at least {REGISTRATION_MIN_VOXELS}; give a T1 on the "
+                "FLAIR's grid",
+            )
 
 
 def register_rigid(flair, t1, seed: int = 0):
@@ -37,15 +40,17 @@ def register_rigid(flair, t1, seed: int = 0):
     import SimpleITK as sitk
 
     fixed, moving = to_sitk(flair), to_sitk(t1)
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                                sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY
+    )
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(0.2, seed)  # fixed seed: the same inputs give the same transform
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=200,
-                                                 gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-3, numberOfIterations=200, gradientMagnitudeTolerance=1e-6
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([4, 2, 1])
     reg.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
@@ -81,8 +86,12 @@ def align_t1_to_flair(flair, t1, mode: str = "auto", t1_path="T1", flair_path="F
         require_registrable(t1, t1_path, "T1")
         start = time.perf_counter()
         transform, metric = register_rigid(flair, t1)
-        log.info("rigid T1->FLAIR registration in %.1f s, Mattes MI %.4f, transform %s",
-                 time.perf_counter() - start, metric, transform)
+        log.info(
+            "rigid T1->FLAIR registration in %.1f s, Mattes MI %.4f, transform %s",
+            time.perf_counter() - start,
+            metric,
+            transform,
+        )
         data = resample_to(flair, t1, transform).astype(np.float32)  # interpolated: real-valued
     header = flair.header.copy()
     header.set_data_dtype(data.dtype)
@@ -93,8 +102,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--flair", required=True)
     parser.add_argument("--t1", required=True)
     parser.add_argument("--output", required=True, help="T1 on the FLAIR grid")
-    parser.add_argument("--mode", default="auto", choices=MODES,
-                        help="auto: register only when the grids differ; always; never: require the same grid")
+    parser.add_argument(
+        "--mode",
+        default="auto",
+        choices=MODES,
+        help="auto: register only when the grids differ; always; never: require the same grid",
+    )
     parser.add_argument("--threads", type=int, default=0)
 
 
@@ -106,8 +119,14 @@ def main(args) -> int:
     flair = load_nifti(args.flair, "FLAIR")
     t1 = load_nifti(args.t1, "T1")
     aligned = align_t1_to_flair(flair, t1, args.mode, args.t1, args.flair)
-    save_like(np.asanyarray(aligned.dataobj), flair, args.output, sources=[args.t1, args.flair],
-              SpatialReference=args.flair,
-              Description="T1 on the FLAIR's voxel grid", AlignMode=args.mode,
-              Registered=not (args.mode != "always" and same_grid(flair, t1)))
+    save_like(
+        np.asanyarray(aligned.dataobj),
+        flair,
+        args.output,
+        sources=[args.t1, args.flair],
+        SpatialReference=args.flair,
+        Description="T1 on the FLAIR's voxel grid",
+        AlignMode=args.mode,
+        Registered=not (args.mode != "always" and same_grid(flair, t1)),
+    )
     return 0

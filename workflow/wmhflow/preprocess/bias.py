@@ -29,8 +29,9 @@ ITERATIONS = (10, 10, 10)
 CONTROL_POINTS = 4
 
 
-def n4_correct_array(img, data=None, mask=None, shrink=SHRINK, iterations=ITERATIONS,
-                     control_points=CONTROL_POINTS, threads: int = 0):
+def n4_correct_array(
+    img, data=None, mask=None, shrink=SHRINK, iterations=ITERATIONS, control_points=CONTROL_POINTS, threads: int = 0
+):
     """Corrected voxels (float32) and the full-resolution bias field, on the grid of ``img``."""
     import SimpleITK as sitk
 
@@ -74,25 +75,55 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--role", default="image", help="FLAIR or T1, for messages")
-    parser.add_argument("--shrink", type=_int_at_least(1), nargs=3, default=SHRINK, metavar=("I", "J", "K"),
-                        help="fit on the image shrunk by these factors per voxel axis")
-    parser.add_argument("--iterations", type=_int_at_least(1), nargs="+", default=ITERATIONS,
-                        help="iterations per fitting level (one number per level)")
-    parser.add_argument("--control-points", type=_int_at_least(4), default=CONTROL_POINTS,
-                        help="B-spline control points per axis at the first level (>= 4: cubic splines)")
+    parser.add_argument(
+        "--shrink",
+        type=_int_at_least(1),
+        nargs=3,
+        default=SHRINK,
+        metavar=("I", "J", "K"),
+        help="fit on the image shrunk by these factors per voxel axis",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=_int_at_least(1),
+        nargs="+",
+        default=ITERATIONS,
+        help="iterations per fitting level (one number per level)",
+    )
+    parser.add_argument(
+        "--control-points",
+        type=_int_at_least(4),
+        default=CONTROL_POINTS,
+        help="B-spline control points per axis at the first level (>= 4: cubic splines)",
+    )
     parser.add_argument("--threads", type=_int_at_least(0), default=0, help="0: all cores")
 
 
 def main(args) -> int:
     img = load_nifti(args.input, args.role)
     start = time.perf_counter()
-    corrected, field = n4_correct_array(img, None, None, args.shrink, args.iterations, args.control_points,
-                                        args.threads)
-    save_like(corrected, img, args.output, np.float32, sources=[args.input],
-              Description="N4 bias-field corrected (SimpleITK, fitted on a shrunken image)",
-              N4Shrink=list(args.shrink), N4Iterations=list(args.iterations),
-              N4ControlPoints=args.control_points,
-              BiasFieldRange=[round(float(field.min()), 4), round(float(field.max()), 4)])
-    log.info("N4 of %s in %.1f s (shrink %s, iterations %s); bias field range %.2f-%.2f", args.input,
-             time.perf_counter() - start, tuple(args.shrink), tuple(args.iterations), field.min(), field.max())
+    corrected, field = n4_correct_array(
+        img, None, None, args.shrink, args.iterations, args.control_points, args.threads
+    )
+    save_like(
+        corrected,
+        img,
+        args.output,
+        np.float32,
+        sources=[args.input],
+        Description="N4 bias-field corrected (SimpleITK, fitted on a shrunken image)",
+        N4Shrink=list(args.shrink),
+        N4Iterations=list(args.iterations),
+        N4ControlPoints=args.control_points,
+        BiasFieldRange=[round(float(field.min()), 4), round(float(field.max()), 4)],
+    )
+    log.info(
+        "N4 of %s in %.1f s (shrink %s, iterations %s); bias field range %.2f-%.2f",
+        args.input,
+        time.perf_counter() - start,
+        tuple(args.shrink),
+        tuple(args.iterations),
+        field.min(),
+        field.max(),
+    )
     return 0

@@ -11,7 +11,6 @@ import numpy as np
 from scipy import ndimage
 
 
-
 def head_mask_array(data: np.ndarray) -> np.ndarray:
     from skimage.filters import threshold_otsu  # here: a verb's --help and import stay free of it
 

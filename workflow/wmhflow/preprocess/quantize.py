@@ -56,8 +56,9 @@ def tissue_peak(values: np.ndarray) -> float:
     return float((edges[peak] + edges[peak + 1]) / 2)
 
 
-def head_window(data: np.ndarray, mask: np.ndarray, low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT,
-                window: str = WINDOW) -> tuple[float, float]:
+def head_window(
+    data: np.ndarray, mask: np.ndarray, low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT, window: str = WINDOW
+) -> tuple[float, float]:
     """The intensity window (low, high) that maps onto 1..255, from the voxels inside the head."""
     if window not in WINDOWS:
         raise ValueError(f"window {window!r} is not one of {', '.join(WINDOWS)}")
@@ -70,8 +71,13 @@ def head_window(data: np.ndarray, mask: np.ndarray, low_pct: float = LOW_PCT, hi
     return low, high if high > low else low + 1.0
 
 
-def requantize_array(data: np.ndarray, mask: np.ndarray | None = None, low_pct: float = LOW_PCT,
-                     high_pct: float = HIGH_PCT, window: str = WINDOW) -> np.ndarray:
+def requantize_array(
+    data: np.ndarray,
+    mask: np.ndarray | None = None,
+    low_pct: float = LOW_PCT,
+    high_pct: float = HIGH_PCT,
+    window: str = WINDOW,
+) -> np.ndarray:
     data = np.asarray(data, dtype=np.float32)
     mask = head_mask_array(data) if mask is None else np.asarray(mask, bool)
     if not mask.any():
@@ -83,7 +89,9 @@ def requantize_array(data: np.ndarray, mask: np.ndarray | None = None, low_pct: 
     return out
 
 
-def requantize(img, mask=None, low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT, window: str = WINDOW) -> np.ndarray:
+def requantize(
+    img, mask=None, low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT, window: str = WINDOW
+) -> np.ndarray:
     """The 8-bit version of a nibabel image (uint8 array on its grid)."""
     return requantize_array(voxels(img), mask, low_pct, high_pct, window)
 
@@ -127,8 +135,11 @@ def inputs_window(paths) -> str | None:
             named.setdefault(window, path)
     if len(named) > 1:
         (first, a), (second, b) = list(named.items())[:2]
-        raise InputError(b, f"requantized with the {second} window, but {a} with the {first} window: "
-                            "training needs one window for all volumes")
+        raise InputError(
+            b,
+            f"requantized with the {second} window, but {a} with the {first} window: "
+            "training needs one window for all volumes",
+        )
     return next(iter(named), None)
 
 
@@ -146,16 +157,23 @@ def require_model_window(meta: dict, model_path, window: str | None, volume_path
     trained = model_window(meta)
     if window is None or trained == "unknown" or window == trained:
         return
-    raise InputError(volume_path, f"requantized with the {window} window, but model {model_path} was trained on "
-                                  f"{trained}-window volumes: set requantize.window: {trained} "
-                                  f"(wmhflow segment: --window {trained}) and preprocess again")
+    raise InputError(
+        volume_path,
+        f"requantized with the {window} window, but model {model_path} was trained on "
+        f"{trained}-window volumes: set requantize.window: {trained} "
+        f"(wmhflow segment: --window {trained}) and preprocess again",
+    )
 
 
 def add_window_arguments(parser, default: str = WINDOW) -> None:
     choices = WINDOWS + (("auto",) if default == "auto" else ())
-    parser.add_argument("--window", default=default, choices=choices,
-                        help="tissue: the head's tissue peak at mid-grey; percentile: between two percentiles"
-                             + ("; auto: the one the model was trained with" if default == "auto" else ""))
+    parser.add_argument(
+        "--window",
+        default=default,
+        choices=choices,
+        help="tissue: the head's tissue peak at mid-grey; percentile: between two percentiles"
+        + ("; auto: the one the model was trained with" if default == "auto" else ""),
+    )
     parser.add_argument("--low-pct", type=float, default=LOW_PCT)
     parser.add_argument("--high-pct", type=float, default=HIGH_PCT, help="top of the percentile window")
 
@@ -185,8 +203,15 @@ def main(args) -> int:
     mask = head_mask_array(data) if mask is None else mask
     out = requantize_array(data, mask, args.low_pct, args.high_pct, args.window)
     window = head_window(data, mask, args.low_pct, args.high_pct, args.window) if mask.any() else None
-    save_like(out, img, args.output, np.uint8, sources=[args.input] + ([args.mask_from] if args.mask_from else []),
-              Description=f"requantized to 8 bits: the head's {args.window} window onto 1..255, 0 outside the head",
-              **describe(args.window, args.low_pct, args.high_pct), RequantizeWindow=window)
+    save_like(
+        out,
+        img,
+        args.output,
+        np.uint8,
+        sources=[args.input] + ([args.mask_from] if args.mask_from else []),
+        Description=f"requantized to 8 bits: the head's {args.window} window onto 1..255, 0 outside the head",
+        **describe(args.window, args.low_pct, args.high_pct),
+        RequantizeWindow=window,
+    )
     log.info("%s: 8-bit %s window %s of the head", args.output, args.window, window)
     return 0

@@ -54,8 +54,9 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def area_opening_slices(volume: np.ndarray, area: int = AREA, connectivity: int = CONNECTIVITY,
-                        threads: int | None = None) -> np.ndarray:
+def area_opening_slices(
+    volume: np.ndarray, area: int = AREA, connectivity: int = CONNECTIVITY, threads: int | None = None
+) -> np.ndarray:
     """2D area opening of every slice along the third axis (uint8 in, uint8 out).
 
     Equal to ``skimage.morphology.area_opening(volume[:, :, k], area, connectivity)`` for every k.
@@ -78,6 +79,7 @@ def area_opening_slices(volume: np.ndarray, area: int = AREA, connectivity: int 
     if abs(src.strides[1]) < abs(src.strides[2]):
         src, dst = src.transpose(0, 2, 1), dst.transpose(0, 2, 1)
     from ._area_opening import open_slices as kernel  # numba: imported only when needed
+
     slices = src.shape[0]
     threads = _default_threads() if not threads or threads < 1 else int(threads)
     threads = min(threads, slices)
@@ -86,8 +88,11 @@ def area_opening_slices(volume: np.ndarray, area: int = AREA, connectivity: int 
         return out
     bounds = np.linspace(0, slices, threads + 1).round().astype(int)
     with ThreadPoolExecutor(threads) as pool:
-        jobs = [pool.submit(kernel, src, dst, int(a), int(b), area, connectivity == 2)
-                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        jobs = [
+            pool.submit(kernel, src, dst, int(a), int(b), area, connectivity == 2)
+            for a, b in zip(bounds[:-1], bounds[1:])
+            if b > a
+        ]
         for job in jobs:
             job.result()
     return out
@@ -106,7 +111,9 @@ def warm_kernel_cache() -> None:
         area_opening_slices(np.zeros((4, 4, 2), np.uint8, order=order), 2, 1, threads=1)
 
 
-def area_tophat(volume: np.ndarray, area: int = AREA, connectivity: int = CONNECTIVITY, threads: int | None = None) -> np.ndarray:
+def area_tophat(
+    volume: np.ndarray, area: int = AREA, connectivity: int = CONNECTIVITY, threads: int | None = None
+) -> np.ndarray:
     """FLAIR minus its per-slice area opening (uint8, >= 0 since an opening never exceeds its input)."""
     volume = np.asarray(volume)
     return volume - area_opening_slices(volume, area, connectivity, threads)
@@ -116,8 +123,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True, help="8-bit (requantized) FLAIR")
     parser.add_argument("--output", required=True, help="top-hat volume to write (uint8)")
     parser.add_argument("--area", type=int, default=AREA, help="area threshold in pixels (the paper's N = 25)")
-    parser.add_argument("--connectivity", type=int, default=CONNECTIVITY, choices=(1, 2),
-                        help="1: 4-connected pixels, 2: 8-connected (scikit-image's meaning)")
+    parser.add_argument(
+        "--connectivity",
+        type=int,
+        default=CONNECTIVITY,
+        choices=(1, 2),
+        help="1: 4-connected pixels, 2: 8-connected (scikit-image's meaning)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="threads over slices (0: all usable CPUs)")
 
 
@@ -127,13 +139,27 @@ def main(args) -> int:
     img = load_nifti(args.input, "8-bit FLAIR")
     data = np.asarray(img.dataobj)  # scaled: a uint8 file with a scale factor is not 8-bit data
     if img.get_data_dtype() != np.uint8 or data.dtype != np.uint8:
-        raise InputError(args.input, "top-hat needs the 8-bit requantized FLAIR, found "
-                                     f"{img.get_data_dtype()} data read as {data.dtype}")
+        raise InputError(
+            args.input,
+            f"top-hat needs the 8-bit requantized FLAIR, found {img.get_data_dtype()} data read as {data.dtype}",
+        )
     start = time.perf_counter()
     tophat = area_tophat(data, args.area, args.connectivity, args.threads)
-    save_like(tophat, img, args.output, np.uint8, sources=[args.input],
-              Description="per-slice area-opening top-hat (image minus its area opening)",
-              TophatArea=args.area, TophatConnectivity=args.connectivity)
-    log.info("area top-hat (area %d, connectivity %d) in %.2f s: %d voxels > 0", args.area, args.connectivity,
-             time.perf_counter() - start, int(np.count_nonzero(tophat)))
+    save_like(
+        tophat,
+        img,
+        args.output,
+        np.uint8,
+        sources=[args.input],
+        Description="per-slice area-opening top-hat (image minus its area opening)",
+        TophatArea=args.area,
+        TophatConnectivity=args.connectivity,
+    )
+    log.info(
+        "area top-hat (area %d, connectivity %d) in %.2f s: %d voxels > 0",
+        args.area,
+        args.connectivity,
+        time.perf_counter() - start,
+        int(np.count_nonzero(tophat)),
+    )
     return 0

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import atomic_output
 from ..evaluation.metrics import KEYS, METRICS
+from ..io import atomic_output
 from ..paths import subject_session
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ def fold_sessions(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.drop(columns="session", errors="ignore")
     frame = frame.copy()
     session = frame["session"].fillna("").astype(str)
-    frame["subject"] = frame["subject"].astype(str).where(session == "", frame["subject"].astype(str)
-                                                          + _SESSION_MARK + session)
+    frame["subject"] = (
+        frame["subject"].astype(str).where(session == "", frame["subject"].astype(str) + _SESSION_MARK + session)
+    )
     return frame.drop(columns="session")
 
 
@@ -128,8 +129,9 @@ def summarize(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
             weights = np.array([r[f"{metric}_n"] for r in site_rows], float)
             means = np.array([r[f"{metric}_mean"] for r in site_rows], float)
             values = pd.to_numeric(by_model[metric], errors="coerce").dropna()
-            total[f"{metric}_mean"] = float(np.sum(weights[weights > 0] * means[weights > 0]) / weights.sum()) \
-                if weights.sum() else np.nan
+            total[f"{metric}_mean"] = (
+                float(np.sum(weights[weights > 0] * means[weights > 0]) / weights.sum()) if weights.sum() else np.nan
+            )
             total[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
             total[f"{metric}_median"] = values.median() if len(values) else np.nan
             total[f"{metric}_n"] = int(weights.sum())
@@ -147,8 +149,7 @@ def compare_models(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     per_model = {m: set(g["subject"]) for m, g in table.groupby("model", sort=True)}
     common = set.intersection(*per_model.values())
     if any(s != common for s in per_model.values()):
-        log.warning("model variants were evaluated on different subjects: comparing on the %d they share",
-                    len(common))
+        log.warning("model variants were evaluated on different subjects: comparing on the %d they share", len(common))
         table = table[table["subject"].isin(common)]
     rows = []
     for model in per_model:
@@ -190,21 +191,24 @@ def lesion_volumes(lesion_tables: pd.DataFrame, subjects: pd.DataFrame, model: s
         chosen = subjects[subjects["split"].isin(["test", "predict"])] if "split" in subjects else subjects
         segmented = list(chosen["subject"])
     if len(lesion_tables):
-        per = lesion_tables.groupby("subject").agg(lesion_volume_ml=("volume_ml", "sum"),
-                                                   lesion_count=("volume_ml", "size"))
+        per = lesion_tables.groupby("subject").agg(
+            lesion_volume_ml=("volume_ml", "sum"), lesion_count=("volume_ml", "size")
+        )
     else:
         per = pd.DataFrame(columns=["lesion_volume_ml", "lesion_count"])
     info = subjects.set_index("subject") if "subject" in subjects else pd.DataFrame()
     rows = []
     for subject in segmented:
-        rows.append({
-            "subject": subject,
-            "site": info.at[subject, "site"] if subject in info.index and "site" in info else np.nan,
-            "split": info.at[subject, "split"] if subject in info.index and "split" in info else np.nan,
-            "model": model,
-            "lesion_volume_ml": float(per.at[subject, "lesion_volume_ml"]) if subject in per.index else 0.0,
-            "lesion_count": int(per.at[subject, "lesion_count"]) if subject in per.index else 0,
-        })
+        rows.append(
+            {
+                "subject": subject,
+                "site": info.at[subject, "site"] if subject in info.index and "site" in info else np.nan,
+                "split": info.at[subject, "split"] if subject in info.index and "split" in info else np.nan,
+                "model": model,
+                "lesion_volume_ml": float(per.at[subject, "lesion_volume_ml"]) if subject in per.index else 0.0,
+                "lesion_count": int(per.at[subject, "lesion_count"]) if subject in per.index else 0,
+            }
+        )
     return pd.DataFrame(rows, columns=VOLUME_COLUMNS)
 
 
@@ -234,8 +238,8 @@ def main(args) -> int:
     write_tsv(unfold_sessions(metrics), out_dir / "metrics.tsv")
     write_tsv(summarize(metrics, args.split), out_dir / "summary.tsv")
     write_tsv(compare_models(metrics, args.split), out_dir / "model_comparison.tsv")
-    write_tsv(unfold_sessions(lesion_volumes(lesions, subjects, args.model, segmented)),
-              out_dir / "lesion_volumes.tsv")
-    log.info("group tables of %d evaluated and %d segmented subject(s) written to %s", len(metrics),
-             len(segmented), out_dir)
+    write_tsv(unfold_sessions(lesion_volumes(lesions, subjects, args.model, segmented)), out_dir / "lesion_volumes.tsv")
+    log.info(
+        "group tables of %d evaluated and %d segmented subject(s) written to %s", len(metrics), len(segmented), out_dir
+    )
     return 0

@@ -19,8 +19,13 @@ import pandas as pd  # noqa: E402
 from ..io import atomic_output  # noqa: E402
 from .aggregate import read_tsv  # noqa: E402
 
-LABELS = {"dice": "Dice ↑", "h95_mm": "H95 (mm) ↓", "avd_pct": "AVD (%) ↓", "lesion_recall": "Lesion recall ↑",
-          "lesion_f1": "Lesion F1 ↑"}
+LABELS = {
+    "dice": "Dice ↑",
+    "h95_mm": "H95 (mm) ↓",
+    "avd_pct": "AVD (%) ↓",
+    "lesion_recall": "Lesion recall ↑",
+    "lesion_f1": "Lesion F1 ↑",
+}
 
 
 def metric_boxplots(metrics: pd.DataFrame, path, split: str = "test") -> None:
@@ -39,16 +44,28 @@ def metric_boxplots(metrics: pd.DataFrame, path, split: str = "test") -> None:
             keep = [i for i, d in enumerate(data) if len(d)]
             if not keep:
                 continue
-            boxes = ax.boxplot([data[i] for i in keep], positions=positions[keep], widths=width * 0.85,
-                               showmeans=True, patch_artist=True, manage_ticks=False,
-                               medianprops={"color": "black"})
+            boxes = ax.boxplot(
+                [data[i] for i in keep],
+                positions=positions[keep],
+                widths=width * 0.85,
+                showmeans=True,
+                patch_artist=True,
+                manage_ticks=False,
+                medianprops={"color": "black"},
+            )
             for patch in boxes["boxes"]:
                 patch.set_facecolor(colours(m % 10))
                 patch.set_alpha(0.6)
         ax.set_xticks(np.arange(len(sites)), sites, rotation=30, ha="right")
         if not sites:
-            ax.text(0.5, 0.5, f"no {split} subject" if split else "no subject", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"no {split} subject" if split else "no subject",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
         ax.set_title(label)
         ax.grid(axis="y", alpha=0.3)
     if len(models) > 1:

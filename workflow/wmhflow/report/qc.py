@@ -26,8 +26,8 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from ..io import atomic_output, label_array, load_nifti, require_same_grid  # noqa: E402
 from ..evaluation.metrics import binarize_prediction  # noqa: E402
+from ..io import atomic_output, label_array, load_nifti, require_same_grid  # noqa: E402
 
 TP, FN, FP = (1.0, 1.0, 0.0), (0.0, 0.8, 0.0), (1.0, 0.0, 0.0)
 DPI = 100
@@ -68,7 +68,7 @@ def overlay(flair, prediction, reference=None, grey_window=None):
 def choose_slices(lesion: np.ndarray, count: int) -> list[int]:
     """The axial slices (last axis) with the most lesion voxels, in slice order."""
     per_slice = lesion.sum(axis=(0, 1))
-    candidates = [k for k in np.argsort(-per_slice, kind="stable")[:max(count, 1)] if per_slice[k] > 0]
+    candidates = [k for k in np.argsort(-per_slice, kind="stable")[: max(count, 1)] if per_slice[k] > 0]
     return sorted(int(k) for k in candidates) or [lesion.shape[2] // 2]
 
 
@@ -97,14 +97,18 @@ def qc_figure(flair_path, mask_path, reference_path, output, title="", slices=3)
     panel_h = max(3.0, PIXELS_PER_VOXEL * ny * max(aspect, 1.0) / DPI)
     fig, axes = plt.subplots(1, len(chosen), figsize=(max(panel_w * len(chosen), 6.0), panel_h + 0.9), squeeze=False)
     for ax, k in zip(axes[0], chosen):
-        rgb = overlay(flair[:, :, k], prediction[:, :, k], None if reference is None else reference[:, :, k],
-                      grey_window)
+        rgb = overlay(
+            flair[:, :, k], prediction[:, :, k], None if reference is None else reference[:, :, k], grey_window
+        )
         # RAS: rows = j reversed (anterior up); columns = i reversed (patient's left on the right)
         ax.imshow(np.transpose(rgb, (1, 0, 2))[::-1, ::-1], aspect=aspect, interpolation="nearest")
         ax.set_title(f"slice {k}", fontsize=9)
         ax.axis("off")
-    legend = "yellow: true positive   green: false negative   red: false positive" if reference is not None \
+    legend = (
+        "yellow: true positive   green: false negative   red: false positive"
+        if reference is not None
         else "red: predicted lesion outline (no reference)"
+    )
     fig.suptitle(f"{title}\n{legend}" if title else legend, fontsize=10)
     fig.tight_layout()
     with atomic_output(output) as tmp:

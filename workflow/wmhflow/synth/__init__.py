@@ -38,21 +38,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Site:
-    name: str          # folder name in the challenge layout (may be nested)
-    first_id: int      # challenge-like numbering: ids unique across sites
-    shape: tuple       # FLAIR grid (the third axis is the slice axis)
-    spacing: tuple     # mm
-    scale: float       # scanner intensity scale
-    noise: float       # Rician noise sigma, relative to WM signal
-    bias: float        # bias field amplitude (log units)
+    name: str  # folder name in the challenge layout (may be nested)
+    first_id: int  # challenge-like numbering: ids unique across sites
+    shape: tuple  # FLAIR grid (the third axis is the slice axis)
+    spacing: tuple  # mm
+    scale: float  # scanner intensity scale
+    noise: float  # Rician noise sigma, relative to WM signal
+    bias: float  # bias field amplitude (log units)
     lesion_contrast: float  # FLAIR WMH / WM signal ratio
     # Domain-shift options; the defaults are the challenge-like sites' behaviour.
-    sequence: "Sequence | None" = None  # None: the fixed SIGNAL table
+    sequence: Sequence | None = None  # None: the fixed SIGNAL table
     slice_thickness: float | None = None  # mm; None: the slice spacing (no extra slice profile)
     lesion_strength: float = 1.0  # 0..1: how far lesion tissue goes from WM towards full WMH
-    lesion_size: float = 1.0      # scales deep lesion radii and the periventricular band width
-    lesion_count: float = 1.0     # scales the number of deep lesions
-    warp_mm: float = 0.0          # amplitude of a smooth non-linear anatomy warp
+    lesion_size: float = 1.0  # scales deep lesion radii and the periventricular band width
+    lesion_count: float = 1.0  # scales the number of deep lesions
+    warp_mm: float = 0.0  # amplitude of a smooth non-linear anatomy warp
     pose_degrees: float = 4.0
     pose_scale: float = 0.06
 
@@ -63,6 +63,7 @@ class Sequence:
 
     ``t1_ti`` = 0 means a spin-echo T1 (1.5T style); > 0 an inversion-prepared gradient echo (MPRAGE-like).
     """
+
     field_t: float = 3.0
     flair_tr: float = 9000.0
     flair_te: float = 120.0
@@ -91,10 +92,22 @@ LESION_T1 = 0.62  # WMH are hypointense on T1: between GM and WM
 #: Tissue relaxation times T1, T2 (ms) and proton density at 1.5 T and 3 T (typical literature values;
 #: WMH: longer T1 and T2 than white matter, gliosis and demyelination).
 TISSUE = {
-    1.5: {"wm": (650, 75, 0.69), "gm": (1050, 95, 0.80), "csf": (4000, 2000, 1.0), "wmh": (1050, 160, 0.80),
-          "scalp": (260, 80, 0.90), "skull": (300, 30, 0.05)},
-    3.0: {"wm": (830, 80, 0.69), "gm": (1330, 110, 0.80), "csf": (4000, 2000, 1.0), "wmh": (1400, 180, 0.80),
-          "scalp": (380, 100, 0.90), "skull": (400, 30, 0.05)},
+    1.5: {
+        "wm": (650, 75, 0.69),
+        "gm": (1050, 95, 0.80),
+        "csf": (4000, 2000, 1.0),
+        "wmh": (1050, 160, 0.80),
+        "scalp": (260, 80, 0.90),
+        "skull": (300, 30, 0.05),
+    },
+    3.0: {
+        "wm": (830, 80, 0.69),
+        "gm": (1330, 110, 0.80),
+        "csf": (4000, 2000, 1.0),
+        "wmh": (1400, 180, 0.80),
+        "scalp": (380, 100, 0.90),
+        "skull": (400, 30, 0.05),
+    },
 }
 
 #: Scanners never seen in training: other vendors' sequences, field strengths, grids and lesion looks.
@@ -103,12 +116,44 @@ TISSUE = {
 SHIFTED_SITES = (
     # 1.5 T, spin-echo T1 (low GM/WM contrast), thick 5 mm slices at 4 mm spacing, coarse in-plane
     # grid, strong bias and noise, faint and smaller WMH, a different head shape.
-    Site("Shifted15T", 200, (192, 192, 36), (1.2, 1.2, 4.0), 2500.0, 0.06, 0.40, 1.0,
-         Sequence(1.5, 8000.0, 100.0, 2000.0, 500.0, 15.0, 0.0), 5.0, 0.6, 0.7, 1.3, 3.0, 7.0, 0.10),
+    Site(
+        "Shifted15T",
+        200,
+        (192, 192, 36),
+        (1.2, 1.2, 4.0),
+        2500.0,
+        0.06,
+        0.40,
+        1.0,
+        Sequence(1.5, 8000.0, 100.0, 2000.0, 500.0, 15.0, 0.0),
+        5.0,
+        0.6,
+        0.7,
+        1.3,
+        3.0,
+        7.0,
+        0.10,
+    ),
     # 3 T, another vendor's FLAIR timing and an MPRAGE-like T1, near-isotropic in plane, 4 mm
     # slices at 3.5 mm, moderate noise, somewhat fainter lesions.
-    Site("Shifted3T", 250, (224, 256, 42), (1.05, 0.9, 3.5), 600.0, 0.05, 0.35, 1.0,
-         Sequence(3.0, 11000.0, 140.0, 2800.0, 2300.0, 3.0, 1000.0), 4.0, 0.75, 0.85, 1.2, 2.5, 6.0, 0.08),
+    Site(
+        "Shifted3T",
+        250,
+        (224, 256, 42),
+        (1.05, 0.9, 3.5),
+        600.0,
+        0.05,
+        0.35,
+        1.0,
+        Sequence(3.0, 11000.0, 140.0, 2800.0, 2300.0, 3.0, 1000.0),
+        4.0,
+        0.75,
+        0.85,
+        1.2,
+        2.5,
+        6.0,
+        0.08,
+    ),
 )
 ALL_SITES = SITES + SHIFTED_SITES
 
@@ -169,8 +214,15 @@ def _atlas():
     head_dist = ndimage.distance_transform_edt(~brain).astype(np.float32)
     skull = ((head_dist > 0) & (head_dist <= 5)).astype(np.float32)
     scalp = ((head_dist > 5) & (head_dist <= 10)).astype(np.float32)
-    return {"affine": t1.affine, "gm": gm, "wm": wm, "csf": csf, "skull": skull, "scalp": scalp,
-            "dist_ventricle": dist_ventricle}
+    return {
+        "affine": t1.affine,
+        "gm": gm,
+        "wm": wm,
+        "csf": csf,
+        "skull": skull,
+        "scalp": scalp,
+        "dist_ventricle": dist_ventricle,
+    }
 
 
 def _grid_affine(shape, spacing):
@@ -196,8 +248,15 @@ def _sample(volume, atlas_affine, world_to_atlas, grid_affine, shape, order=1, w
     """
     vox_to_atlas_vox = np.linalg.inv(atlas_affine) @ world_to_atlas @ grid_affine
     if warp is None:
-        return ndimage.affine_transform(volume, vox_to_atlas_vox[:3, :3], vox_to_atlas_vox[:3, 3],
-                                        output_shape=shape, order=order, mode="constant", cval=0.0)
+        return ndimage.affine_transform(
+            volume,
+            vox_to_atlas_vox[:3, :3],
+            vox_to_atlas_vox[:3, 3],
+            output_shape=shape,
+            order=order,
+            mode="constant",
+            cval=0.0,
+        )
     ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
     coords = vox_to_atlas_vox[:3, :3].astype(np.float32) @ ijk + vox_to_atlas_vox[:3, 3:4].astype(np.float32)
     coords += warp.reshape(3, -1)
@@ -208,16 +267,18 @@ def _warp_field(rng, shape, amplitude_mm, control=5):
     """A smooth random displacement (3, *shape) in atlas voxels (1 mm): cubic B-spline of a coarse grid."""
     coarse = rng.normal(0, amplitude_mm / 2, (3, control, control, control)).astype(np.float32)
     factors = [n / control for n in shape]
-    return np.stack([ndimage.zoom(c, factors, order=3, mode="nearest")[: shape[0], : shape[1], : shape[2]]
-                     for c in coarse])
+    return np.stack(
+        [ndimage.zoom(c, factors, order=3, mode="nearest")[: shape[0], : shape[1], : shape[2]] for c in coarse]
+    )
 
 
 def _slice_profile(maps, spacing_z, thickness, fine):
     """Average fine sub-slices over a Gaussian slice profile of FWHM ``thickness``, keeping every
     ``fine``-th: the partial-volume blur of thick slices along the slice axis."""
     sigma = thickness / (2 * np.sqrt(2 * np.log(2))) / (spacing_z / fine)
-    return {k: ndimage.gaussian_filter1d(v, sigma, axis=2, mode="nearest")[:, :, fine // 2::fine]
-            for k, v in maps.items()}
+    return {
+        k: ndimage.gaussian_filter1d(v, sigma, axis=2, mode="nearest")[:, :, fine // 2 :: fine] for k, v in maps.items()
+    }
 
 
 def _lesions(rng, atlas, load, size=1.0, count=1.0):
@@ -233,7 +294,7 @@ def _lesions(rng, atlas, load, size=1.0, count=1.0):
     band = (2.0 + 10.0 * load) * size
     horn = np.zeros(shape, np.float32)
     y = np.arange(shape[1], dtype=np.float32)
-    horn += np.exp(-((y - 150) / 18) ** 2)[None, :, None] + np.exp(-((y - 85) / 18) ** 2)[None, :, None]
+    horn += np.exp(-(((y - 150) / 18) ** 2))[None, :, None] + np.exp(-(((y - 85) / 18) ** 2))[None, :, None]
     periventricular = np.exp(-dist / band) * (0.6 + 0.8 * horn)
     field = periventricular * (1.2 + 0.6 * noise) * (wm > 0.4)
     threshold = 0.9 - 0.35 * load
@@ -245,9 +306,9 @@ def _lesions(rng, atlas, load, size=1.0, count=1.0):
         r = rng.uniform(1.0, 2.5 + 3.0 * load, 3) * size
         lo = np.maximum(c - np.ceil(r).astype(int) - 1, 0)
         hi = np.minimum(c + np.ceil(r).astype(int) + 2, shape)
-        zz = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        zz = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         inside = sum(((z - cc) / rr) ** 2 for z, cc, rr in zip(zz, c, r)) <= 1.0
-        region = wmh[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        region = wmh[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         np.maximum(region, inside.astype(np.float32), out=region)
     other = np.zeros(shape, np.float32)
     if rng.random() < 0.4:  # a lacunar infarct: label 2, dark core on FLAIR
@@ -303,13 +364,20 @@ def synthesize_subject(site: Site, seed: int, t1_misaligned=False, t1_own_grid=F
     # thick slices: sample sub-slices 'fine' times denser, blur with the slice profile, decimate
     fine = int(np.ceil(site.spacing[2])) if thick else 1
     sample_shape = (site.shape[0], site.shape[1], site.shape[2] * fine)
-    sample_grid = grid @ np.diag([1.0, 1.0, 1.0 / fine, 1.0]) @ np.array(
-        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -(fine // 2)], [0, 0, 0, 1]], float) if thick else grid
+    sample_grid = (
+        grid
+        @ np.diag([1.0, 1.0, 1.0 / fine, 1.0])
+        @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -(fine // 2)], [0, 0, 0, 1]], float)
+        if thick
+        else grid
+    )
     warp = _warp_field(shift_rng, sample_shape, site.warp_mm) if site.warp_mm > 0 else None
 
     def sample_all(t_pose, t_grid, t_shape, t_warp):
-        out = {k: _sample(atlas[k], atlas["affine"], t_pose, t_grid, t_shape, warp=t_warp)
-               for k in ("gm", "wm", "csf", "skull", "scalp")}
+        out = {
+            k: _sample(atlas[k], atlas["affine"], t_pose, t_grid, t_shape, warp=t_warp)
+            for k in ("gm", "wm", "csf", "skull", "scalp")
+        }
         out["lesion"] = _sample(wmh, atlas["affine"], t_pose, t_grid, t_shape, warp=t_warp)
         out["infarct"] = _sample(other, atlas["affine"], t_pose, t_grid, t_shape, warp=t_warp)
         return out
@@ -364,9 +432,11 @@ def synthesize_subject(site: Site, seed: int, t1_misaligned=False, t1_own_grid=F
         img.header.set_xyzt_units("mm")  # as scanners write it (BIDS validators warn without units)
         return img
 
-    return (image(np.clip(np.round(flair), 0, 32767), grid, np.int16),
-            image(np.clip(np.round(t1), 0, 32767), t1_grid, np.int16),
-            image(labels, grid, np.uint8))
+    return (
+        image(np.clip(np.round(flair), 0, 32767), grid, np.int16),
+        image(np.clip(np.round(t1), 0, 32767), t1_grid, np.int16),
+        image(labels, grid, np.uint8),
+    )
 
 
 def _layout_paths(root: Path, layout: str, site: Site, subject_id: int, session: str = ""):
@@ -377,17 +447,28 @@ def _layout_paths(root: Path, layout: str, site: Site, subject_id: int, session:
         sub = f"sub-{subject_id}"
         folder = f"{sub}/ses-{session}/anat" if session else f"{sub}/anat"
         name = f"{sub}_ses-{session}" if session else sub
-        return (root / folder / f"{name}_FLAIR.nii.gz", root / folder / f"{name}_T1w.nii.gz",
-                root / "derivatives/wmh" / folder / f"{name}_label-WMH_mask.nii.gz")
+        return (
+            root / folder / f"{name}_FLAIR.nii.gz",
+            root / folder / f"{name}_T1w.nii.gz",
+            root / "derivatives/wmh" / folder / f"{name}_label-WMH_mask.nii.gz",
+        )
     if layout == "tsv":
         base = root / "data" / site.name.replace("/", "_") / str(subject_id)
         return base / "flair.nii.gz", base / "t1.nii.gz", base / "wmh.nii.gz"
     raise ValueError(f"unknown layout {layout!r} (challenge, bids or tsv)")
 
 
-def write_cohort(out_dir, subjects: int, seed: int = 0, small: bool = False, layout: str = "challenge",
-                 t1_misaligned: bool = False, t1_own_grid: bool = False, sessions: int = 0,
-                 sites=None) -> pd.DataFrame:
+def write_cohort(
+    out_dir,
+    subjects: int,
+    seed: int = 0,
+    small: bool = False,
+    layout: str = "challenge",
+    t1_misaligned: bool = False,
+    t1_own_grid: bool = False,
+    sessions: int = 0,
+    sites=None,
+) -> pd.DataFrame:
     """Write ``subjects`` synthetic subjects (round-robin over ``sites``, by default the three
     challenge-like ones; names or :class:`Site` objects) and return their table.
 
@@ -406,22 +487,38 @@ def write_cohort(out_dir, subjects: int, seed: int = 0, small: bool = False, lay
         subject_id = site.first_id + counters[site.name]
         counters[site.name] += 1
         for s, session in enumerate([str(k + 1) for k in range(sessions)] or [""]):
-            flair, t1, ref = synthesize_subject(_small(site) if small else site, seed * 100003 + i + 7919 * s,
-                                                t1_misaligned, t1_own_grid)
+            flair, t1, ref = synthesize_subject(
+                _small(site) if small else site, seed * 100003 + i + 7919 * s, t1_misaligned, t1_own_grid
+            )
             paths = _layout_paths(root, layout, site, subject_id, session)
             for img, path in zip((flair, t1, ref), paths):
                 save_like(np.asanyarray(img.dataobj), img, path)
-            rows.append({"subject": str(subject_id), **({"session": session} if sessions else {}),
-                         "site": site.name, "flair": str(paths[0]), "t1": str(paths[1]), "reference": str(paths[2])})
-            log.info("synthetic subject %s%s (%s): %d WMH voxels", subject_id, f" ses-{session}" if session else "",
-                     site.name, int((np.asarray(ref.dataobj) == 1).sum()))
+            rows.append(
+                {
+                    "subject": str(subject_id),
+                    **({"session": session} if sessions else {}),
+                    "site": site.name,
+                    "flair": str(paths[0]),
+                    "t1": str(paths[1]),
+                    "reference": str(paths[2]),
+                }
+            )
+            log.info(
+                "synthetic subject %s%s (%s): %d WMH voxels",
+                subject_id,
+                f" ses-{session}" if session else "",
+                site.name,
+                int((np.asarray(ref.dataobj) == 1).sum()),
+            )
     table = pd.DataFrame(rows)
     if layout == "bids":
-        (root / "dataset_description.json").write_text(json.dumps(
-            {"Name": "wmhflow synthetic cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw"}, indent=2))
+        (root / "dataset_description.json").write_text(
+            json.dumps({"Name": "wmhflow synthetic cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw"}, indent=2)
+        )
         participants = table.drop_duplicates("subject")
         pd.DataFrame({"participant_id": "sub-" + participants["subject"], "site": participants["site"]}).to_csv(
-            root / "participants.tsv", sep="\t", index=False)
+            root / "participants.tsv", sep="\t", index=False
+        )
     if layout == "tsv":
         rel = table.copy()
         for column in ("flair", "t1", "reference"):
@@ -461,13 +558,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layout", default="challenge", choices=("challenge", "bids", "tsv"))
     parser.add_argument("--t1-misaligned", action="store_true", help="T1 moved by a small rigid transform")
     parser.add_argument("--t1-own-grid", action="store_true", help="T1 on its own 1 mm isotropic grid")
-    parser.add_argument("--sites", nargs="+", default=None, metavar="SITE",
-                        help="sites to draw from, round robin (default: the three challenge-like sites; "
-                             f"domain-shifted scanners: {', '.join(s.name for s in SHIFTED_SITES)})")
+    parser.add_argument(
+        "--sites",
+        nargs="+",
+        default=None,
+        metavar="SITE",
+        help="sites to draw from, round robin (default: the three challenge-like sites; "
+        f"domain-shifted scanners: {', '.join(s.name for s in SHIFTED_SITES)})",
+    )
 
 
 def main(args) -> int:
-    table = write_cohort(args.out, args.subjects, args.seed, args.small, args.layout, args.t1_misaligned,
-                         args.t1_own_grid, sites=args.sites)
+    table = write_cohort(
+        args.out,
+        args.subjects,
+        args.seed,
+        args.small,
+        args.layout,
+        args.t1_misaligned,
+        args.t1_own_grid,
+        sites=args.sites,
+    )
     log.info("wrote %d subjects to %s", len(table), args.out)
     return 0
