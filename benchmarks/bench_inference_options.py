@@ -40,6 +40,7 @@ def main(argv=None) -> int:
 
     from wmhflow.evaluation.metrics import METRICS, evaluate_arrays
     from wmhflow.fcn import infer, train
+    from wmhflow.fcn.inputs import load_volumes
     from wmhflow.fcn.model import load_model
     from wmhflow.io import load_nifti
     from wmhflow.paths import bids_path
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
 
     def load(subject):
         flair, t1, tophat, reference = files(subject)
-        volumes, flair_img = infer.load_volumes(flair, t1, tophat, channels)
+        volumes, flair_img = load_volumes(flair, t1, tophat, channels)
         ref = np.rint(np.asarray(load_nifti(reference, "reference").dataobj, np.float32)).astype(np.int16)
         return volumes, flair_img, ref
 

@@ -35,13 +35,14 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
-from ..io import load_nifti, require_same_grid, save_like
+from ..io import save_like
 from ..preprocess.quantize import inputs_window, model_window, require_model_window
 from .calibration import DEFAULT_THRESHOLD, stored_threshold
 from .device import autocast_dtype, pick_device, prepare, set_threads
+from .inputs import load_volumes
 from .model import load_model
 from .postprocess import clean_mask, voxel_volume_mm3
-from .slices import colour_slices, required_volumes, to_input
+from .slices import colour_slices, to_input
 
 log = logging.getLogger(__name__)
 
@@ -234,26 +235,6 @@ def _sha256(path, digest) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_volumes(flair, t1, tophat, channels):
-    """The uint8 volumes a channel set needs, checked to share the FLAIR's grid; and the FLAIR image."""
-    flair_img = load_nifti(flair, "8-bit FLAIR")
-    volumes = {"flair": np.asarray(flair_img.dataobj)}
-    for key, path in (("t1", t1), ("tophat", tophat)):
-        if key in required_volumes(channels) or (key == "t1" and path):
-            if not path:
-                raise InputError(flair, f"channels {channels} need a {key} volume")
-            img = load_nifti(path, key)
-            require_same_grid(img, path, flair_img, flair, key)
-            volumes[key] = np.asarray(img.dataobj)
-    for key, data in volumes.items():
-        if data.dtype != np.uint8:
-            raise InputError(
-                {"flair": flair, "t1": t1, "tophat": tophat}[key],
-                f"expected the 8-bit requantized volume, found {data.dtype}",
-            )
-    return volumes, flair_img
 
 
 def model_files(paths) -> list:

@@ -62,7 +62,8 @@ def subjects_of(keys, flair, t1, tophat, probseg, mask) -> list[Subject]:
 def _read(subject: Subject, model_paths, metas, channels):
     """The background thread's part: a subject's volumes, checked (grid, dtype, the models' window)."""
     from ..preprocess.quantize import inputs_window
-    from .infer import load_volumes, require_models_window
+    from .infer import require_models_window
+    from .inputs import load_volumes
 
     volumes, flair_img = load_volumes(subject.flair, subject.t1, subject.tophat, channels)
     require_models_window(model_paths, metas, inputs_window([subject.flair, subject.t1]), subject.flair)

@@ -20,38 +20,25 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..io import atomic_output, label_array, load_nifti, require_same_grid
 from ..preprocess.quantize import inputs_window
 from . import calibration
 from .augment import augment_batch, soft_dice_loss
 from .device import autocast_dtype, pick_device, prepare, set_threads
+from .inputs import load_volumes
 from .model import build_model, save_model
 from .presets import resolve_config
-from .slices import colour_slices, required_volumes, to_input
+from .slices import colour_slices, to_input
 
 log = logging.getLogger(__name__)
 IGNORE = 255
 
 
 # ----------------------------------------------------------------------------------------- data
-def _uint8(img, path) -> np.ndarray:
-    data = np.asarray(img.dataobj)
-    if data.dtype != np.uint8:  # a cast would silently wrap raw scanner values around
-        raise InputError(path, f"expected the 8-bit requantized volume, found {data.dtype}")
-    return data
-
-
 def load_training_subject(flair, t1, tophat, reference, channels):
     """Colour slices (Z, 3, X, Y) uint8 and labels (Z, X, Y) uint8 (255 = ignored) of one subject."""
-    flair_img = load_nifti(flair, "8-bit FLAIR")
-    volumes = {"flair": _uint8(flair_img, flair)}
-    for key, path in (("t1", t1), ("tophat", tophat)):
-        if not path and key not in required_volumes(channels):  # FLAIR-only channel sets: no T1
-            continue
-        img = load_nifti(path, key)
-        require_same_grid(img, path, flair_img, flair, key)
-        volumes[key] = _uint8(img, path)
+    volumes, flair_img = load_volumes(flair, t1, tophat, channels)
     ref_img = load_nifti(reference, "reference")
     require_same_grid(ref_img, reference, flair_img, flair, "reference")
     labels = label_array(ref_img, reference)  # never rounds a fuzzy reference into labels
@@ -432,7 +419,7 @@ def calibrate_model(model, subjects, channels, device="cpu", tta_modes=("none", 
     exactly as ``wmhflow infer`` runs it (head cropping, the flip along the image's own left-right
     axis). None when there is no validation subject.
     """
-    from .infer import left_right_axis, load_volumes, predict_volume
+    from .infer import left_right_axis, predict_volume
 
     subjects = list(subjects)
     if not subjects:
@@ -442,7 +429,7 @@ def calibrate_model(model, subjects, channels, device="cpu", tta_modes=("none", 
     for flair, t1, tophat, reference in subjects:
         vols, flair_img = load_volumes(flair, t1, tophat, channels)
         volumes.append((vols, left_right_axis(flair_img.affine)))
-        references.append(np.rint(np.asarray(load_nifti(reference, "reference").dataobj, np.float32)))
+        references.append(label_array(load_nifti(reference, "reference"), reference))  # the one label check
     result = {"criterion": calibration.CRITERION, "subjects": len(subjects), "thresholds": {}}
     for mode in tta_modes:
         probabilities = [
