@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "workflow"))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from wmhflow.fcn import infer, presets, train  # noqa: E402
+from wmhflow.fcn import infer, presets, training_data  # noqa: E402
 from wmhflow.fcn.model import build_model  # noqa: E402
 from wmhflow.fcn.slices import colour_slices, to_input  # noqa: E402
 from wmhflow.preprocess.headmask import head_mask_array  # noqa: E402
@@ -313,10 +313,10 @@ def main() -> int:
     demo = presets.PRESETS["demo"]
     train_images = images[np.asarray(head.any(axis=(0, 1)))]
     train_labels = np.ascontiguousarray(
-        np.where(labels == 2, train.IGNORE, labels).transpose(2, 0, 1)[np.asarray(head.any(axis=(0, 1)))]
+        np.where(labels == 2, training_data.IGNORE, labels).transpose(2, 0, 1)[np.asarray(head.any(axis=(0, 1)))]
     ).astype(np.uint8)
     rng = np.random.default_rng(0)
-    sampler = train.SliceSampler(train_images, train_labels, demo["crop"], demo["lesion_crop_fraction"], rng)
+    sampler = training_data.SliceSampler(train_images, train_labels, demo["crop"], demo["lesion_crop_fraction"], rng)
     torch.manual_seed(0)
     net = build_model().to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=demo["weight_decay"])
@@ -324,11 +324,11 @@ def main() -> int:
 
     def step():
         x_np, y_np = sampler.batch(demo["batch_size"])
-        x, y = train.augment(
+        x, y = training_data.random_affine(
             to_input(x_np), torch.from_numpy(y_np.astype(np.int64)), rng, demo["scale_range"], demo["rotation_degrees"]
         )
         loss = torch.nn.functional.cross_entropy(
-            net(x.contiguous(memory_format=torch.channels_last)), y, weight=weight, ignore_index=train.IGNORE
+            net(x.contiguous(memory_format=torch.channels_last)), y, weight=weight, ignore_index=training_data.IGNORE
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

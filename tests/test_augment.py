@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_train import MODEL_CONFIG, cohort, files, write_subject  # noqa: F401 (fixture)
 
-from wmhflow.fcn import augment, presets, train
+from wmhflow.fcn import augment, presets, train, training_data
 from wmhflow.fcn.model import load_model
 from wmhflow.preprocess.tophat import area_tophat
 
@@ -95,7 +95,7 @@ def test_every_augmentation_strength_can_be_overridden_in_the_config():
 def test_soft_dice_loss():
     target = torch.zeros(2, 32, 32, dtype=torch.long)
     target[:, 8:16, 8:16] = 1
-    target[:, 0:2, 0:2] = train.IGNORE
+    target[:, 0:2, 0:2] = training_data.IGNORE
     sure = (target == 1).float() * 2 - 1
     perfect = torch.stack([-sure * 30, sure * 30], 1)
     assert augment.soft_dice_loss(perfect, target).item() < 1e-3
@@ -124,8 +124,8 @@ def test_component_sampling_draws_small_lesions_as_often_as_large():
     labels = np.zeros((3, 64, 64), np.uint8)
     labels[0, 5:35, 5:35] = 1  # one large lesion: 900 pixels
     labels[1, 50, 50] = 1  # one single-pixel lesion
-    per_pixel = train.SliceSampler(images, labels, 8, 1.0, np.random.default_rng(1))
-    per_component = train.SliceSampler(images, labels, 8, 1.0, np.random.default_rng(1), "component")
+    per_pixel = training_data.SliceSampler(images, labels, 8, 1.0, np.random.default_rng(1))
+    per_component = training_data.SliceSampler(images, labels, 8, 1.0, np.random.default_rng(1), "component")
     small_pixel = sum(per_pixel._lesion_pixel()[0] == 1 for _ in range(400))
     small_component = sum(per_component._lesion_pixel()[0] == 1 for _ in range(400))
     assert small_pixel < 10 and 150 < small_component < 250
@@ -137,7 +137,7 @@ def test_slice_mix_blends_neighbours_of_the_same_subject_only():
     images = np.zeros((4, 3, 8, 8), np.uint8)
     images[:, :, 1:-1, 1:-1] = np.array([40, 80, 120, 160], np.uint8)[:, None, None, None]
     labels = np.zeros((4, 8, 8), np.uint8)
-    sampler = train.SliceSampler(
+    sampler = training_data.SliceSampler(
         images, labels, 0, 0.0, np.random.default_rng(0), slice_mix=1.0, subject_of=[0, 0, 1, 1]
     )
     mixed = [sampler._mixed(1, slice(None), slice(None))[0, 4, 4] for _ in range(50)]

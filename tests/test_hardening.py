@@ -220,7 +220,7 @@ def test_reference_that_is_an_image_or_off_the_grid(tmp_path, capsys, good):
 
 def test_every_verb_reading_a_reference_uses_the_same_label_check(tmp_path, capsys, good):
     """evaluate used to refuse 0.7 while train rounded it to 1 and qc drew 255."""
-    from wmhflow.fcn.train import load_training_subject
+    from wmhflow.fcn.training_data import load_training_subject
 
     fuzzy = _labels(tmp_path, "fuzzy.nii.gz", 0.7)
     wmh255 = _labels(tmp_path, "wmh255.nii.gz", 255, np.uint8)

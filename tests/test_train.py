@@ -15,7 +15,7 @@ import yaml
 from conftest import write_nifti
 
 from wmhflow.errors import ConfigError, InputError
-from wmhflow.fcn import infer, presets, train
+from wmhflow.fcn import infer, presets, train, training_data
 from wmhflow.fcn.model import build_model, load_model
 from wmhflow.preprocess.tophat import area_tophat
 
@@ -249,21 +249,23 @@ def test_bad_optimizer_and_inputs(tmp_path, cohort):
 # ----------------------------------------------------------------------------------------- data
 def test_load_training_subject(tmp_path, cohort):
     s = cohort[0]
-    images, labels = train.load_training_subject(s["flair"], s["t1"], s["tophat"], s["reference"], "flair,t1,tophat")
+    images, labels = training_data.load_training_subject(
+        s["flair"], s["t1"], s["tophat"], s["reference"], "flair,t1,tophat"
+    )
     assert images.shape == (SHAPE[2] - 1, 3, SHAPE[0], SHAPE[1])  # the empty first slice is dropped
     assert labels.shape == (SHAPE[2] - 1, SHAPE[0], SHAPE[1])
     ref = np.asarray(nib.load(str(s["reference"])).dataobj)
-    assert set(np.unique(labels)) <= {0, 1, train.IGNORE}
-    assert np.array_equal(labels[1] == train.IGNORE, ref[:, :, 2] == 2)
+    assert set(np.unique(labels)) <= {0, 1, training_data.IGNORE}
+    assert np.array_equal(labels[1] == training_data.IGNORE, ref[:, :, 2] == 2)
     assert np.array_equal(labels == 1, ref[:, :, 1:].transpose(2, 0, 1) == 1)
 
     bad = write_nifti(tmp_path / "ref3.nii.gz", np.where(ref == 2, 3, ref), np.diag([1.0, 1.0, 3.0, 1.0]))
     with pytest.raises(InputError, match="unknown label"):
-        train.load_training_subject(s["flair"], s["t1"], s["tophat"], bad, "flair,t1,tophat")
+        training_data.load_training_subject(s["flair"], s["t1"], s["tophat"], bad, "flair,t1,tophat")
     flair16 = np.asarray(nib.load(str(s["flair"])).dataobj).astype(np.int16) * 100
     raw = write_nifti(tmp_path / "raw.nii.gz", flair16, np.diag([1.0, 1.0, 3.0, 1.0]))
     with pytest.raises(InputError, match="8-bit"):
-        train.load_training_subject(raw, s["t1"], s["tophat"], s["reference"], "flair,t1,tophat")
+        training_data.load_training_subject(raw, s["t1"], s["tophat"], s["reference"], "flair,t1,tophat")
 
 
 def test_sampler_crops_and_lesion_centring():
@@ -271,13 +273,13 @@ def test_sampler_crops_and_lesion_centring():
     images = rng.integers(0, 255, (5, 3, 40, 30), dtype=np.uint8)
     labels = np.zeros((5, 40, 30), np.uint8)
     labels[2, 30:33, 3:6] = 1
-    sampler = train.SliceSampler(images, labels, 16, 1.0, rng)
+    sampler = training_data.SliceSampler(images, labels, 16, 1.0, rng)
     x, y = sampler.batch(6)
     assert x.shape == (6, 3, 16, 16) and y.shape == (6, 16, 16)
     assert all((y[i] == 1).any() for i in range(6))  # every crop centred near a lesion pixel
-    whole = train.SliceSampler(images, labels, 0, 0.0, rng).batch(2)
+    whole = training_data.SliceSampler(images, labels, 0, 0.0, rng).batch(2)
     assert whole[0].shape == (2, 3, 40, 30)
-    big = train.SliceSampler(images, labels, 64, 0.5, rng).batch(2)  # crop larger than the slice
+    big = training_data.SliceSampler(images, labels, 64, 0.5, rng).batch(2)  # crop larger than the slice
     assert big[0].shape == (2, 3, 40, 30)
 
 
@@ -289,12 +291,12 @@ def test_augment_keeps_labels_and_air():
     images[:, :, 8:24, 8:24] = 200
     labels = np.zeros((2, 32, 32), np.int64)
     labels[:, 12:20, 12:20] = 1
-    labels[:, 8:10, 8:10] = train.IGNORE
-    x, y = train.augment(to_input(images), torch.from_numpy(labels), rng, [0.8, 1.2], 30.0)
+    labels[:, 8:10, 8:10] = training_data.IGNORE
+    x, y = training_data.random_affine(to_input(images), torch.from_numpy(labels), rng, [0.8, 1.2], 30.0)
     assert x.shape == (2, 3, 32, 32) and y.shape == (2, 32, 32) and y.dtype == torch.int64
-    assert set(torch.unique(y).tolist()) <= {0, 1, train.IGNORE}
+    assert set(torch.unique(y).tolist()) <= {0, 1, training_data.IGNORE}
     air = float(to_input(np.zeros(1, np.uint8))[0])
     torch.testing.assert_close(x[:, :, 0, 0], torch.full((2, 3), air))  # corners stay air
-    same_x, same_y = train.augment(to_input(images), torch.from_numpy(labels), rng, [1.0, 1.0], 0.0)
+    same_x, same_y = training_data.random_affine(to_input(images), torch.from_numpy(labels), rng, [1.0, 1.0], 0.0)
     torch.testing.assert_close(same_x, to_input(images), atol=1e-4, rtol=0)
     assert torch.equal(same_y, torch.from_numpy(labels))

@@ -12,7 +12,7 @@ and per modality (FLAIR and T1 independently), inside the head only (0 = air sta
 - noise: Gaussian noise of random strength,
 - resolution: Gaussian blur, or down- then up-sampling by a random factor (coarser voxels),
 - slice thickness: the slice blended with its two neighbours (partial volume along the slice axis),
-  done by :class:`wmhflow.fcn.train.SliceSampler`, which knows the neighbours.
+  done by :class:`wmhflow.fcn.training_data.SliceSampler`, which knows the neighbours.
 
 The top-hat channel is recomputed from the augmented FLAIR (same area opening as preprocessing), so it
 stays what inference would compute from such a FLAIR. Labels are never changed by these operations.
