@@ -163,7 +163,7 @@ class _StepTimings(logging.Handler):
 
 def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float, dict]:
     from wmhflow.fcn.device import set_threads
-    from wmhflow.segment import segment_subject
+    from wmhflow.segment import ChainSettings, segment_subject
 
     set_threads(2)
     handler = _StepTimings()
@@ -178,8 +178,7 @@ def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float,
             str(model),
             root / "inproc",
             subject=f"b{row.subject}",
-            keep_intermediates=True,
-            threads=2,
+            settings=ChainSettings(keep_intermediates=True, threads=2),
         )
     wall = time.perf_counter() - started
     logger.removeHandler(handler)

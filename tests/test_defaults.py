@@ -88,15 +88,16 @@ def test_segment_verbs_threshold_and_postprocessing_defaults_are_the_schemas():
 def test_standalone_chain_uses_the_same_defaults_as_the_verbs():
     import inspect
 
-    from wmhflow.segment import segment_subject
+    from wmhflow.segment import ChainSettings
 
-    signature = inspect.signature(segment_subject).parameters
-    assert signature["control_points"].default == bias.CONTROL_POINTS
-    assert signature["area"].default == tophat.AREA
-    assert signature["connectivity"].default == tophat.CONNECTIVITY
-    assert signature["threshold"].default == DEFAULT_THRESHOLD
+    chain = ChainSettings()
+    assert chain.control_points == bias.CONTROL_POINTS
+    assert list(chain.shrink) == list(bias.SHRINK) and list(chain.iterations) == list(bias.ITERATIONS)
+    assert chain.area == tophat.AREA
+    assert chain.connectivity == tophat.CONNECTIVITY
+    assert chain.threshold == DEFAULT_THRESHOLD
     # None = infer's constants, resolved when the chain runs (so importing segment needs no torch)
-    assert signature["batch_size"].default is None and signature["crop_margin"].default is None
+    assert chain.batch_size is None and chain.crop_margin is None
     predict = inspect.signature(infer.predict_volume).parameters
     assert predict["batch_size"].default == infer.BATCH_SIZE
     # a library call without a margin is exact; the verbs and the workflow trade that for speed

@@ -147,3 +147,20 @@ def test_output_names_are_the_bids_names_whatever_order_they_are_asked_in(tmp_pa
             )
     with pytest.raises(ValueError, match="unknown BIDS entity"):
         plan.out("sub-01/anat/sub-01", "FLAIR", foo="bar")
+
+
+def test_rules_spell_no_output_path_themselves():
+    """Every output, log and benchmark name comes from the Plan (or its short names out/log/bench):
+    a path typed into a rule file would be a second spelling that Plan's targets do not follow."""
+    import re
+    from pathlib import Path
+
+    rules = Path(__file__).resolve().parent.parent / "workflow" / "rules"
+    typed = re.compile(r"""f?["'][^"'\n]*(\{RESULTS\}|\{GROUP\}|model_dir\}|/logs/|/benchmarks/|group/)""")
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(rules.glob("*.smk"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if typed.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert not found, found

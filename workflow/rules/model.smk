@@ -9,18 +9,18 @@ rule train:
         tophat=PLAN.training_inputs("tophat"),
         reference=PLAN.training_inputs("reference"),
     output:
-        model=f"{PLAN.model_dir}/model.pt",
-        config=f"{PLAN.model_dir}/config.yaml",
-        log_tsv=f"{PLAN.model_dir}/training_log.tsv",
+        model=PLAN.model_output("model.pt"),
+        config=PLAN.model_output("config.yaml"),
+        log_tsv=PLAN.model_output("training_log.tsv"),
         curve=report(
-            f"{PLAN.model_dir}/loss_curve.png",
+            PLAN.model_output("loss_curve.png"),
             caption="../report/loss_curve.rst",
             category="Training",
         ),
     log:
         PLAN.train_log(),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{MODEL}.tsv"
+        PLAN.cohort_bench("train")
     conda:
         "../../envs/torch.yaml"
     threads: config["train"]["threads"]

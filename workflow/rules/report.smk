@@ -4,14 +4,11 @@
 report: "../report/workflow.rst"
 
 
-GROUP = PLAN.group
-
-
 rule subjects_table:
     output:
-        table=report(f"{GROUP}/subjects.tsv", caption="../report/subjects.rst", category="Cohort"),
+        table=report(PLAN.group_file("subjects.tsv"), caption="../report/subjects.rst", category="Cohort"),
     log:
-        f"{RESULTS}/logs/subjects_table.log",
+        PLAN.log("subjects_table", "cohort"),
     localrule: True
     params:
         table=lambda wildcards: SUBJECTS.to_csv(sep="\t"),
@@ -26,16 +23,20 @@ rule aggregate:
     input:
         metrics=PLAN.metrics_files(),
         lesions=PLAN.lesion_files(),
-        subjects=f"{GROUP}/subjects.tsv",
+        subjects=PLAN.group_file("subjects.tsv"),
     output:
-        metrics=report(f"{GROUP}/metrics.tsv", caption="../report/metrics.rst", category="Metrics"),
-        summary=report(f"{GROUP}/summary.tsv", caption="../report/summary.rst", category="Metrics"),
-        comparison=report(f"{GROUP}/model_comparison.tsv", caption="../report/comparison.rst", category="Metrics"),
-        volumes=report(f"{GROUP}/lesion_volumes.tsv", caption="../report/lesion_volumes.rst", category="Lesions"),
+        metrics=report(PLAN.group_file("metrics.tsv"), caption="../report/metrics.rst", category="Metrics"),
+        summary=report(PLAN.group_file("summary.tsv"), caption="../report/summary.rst", category="Metrics"),
+        comparison=report(
+            PLAN.group_file("model_comparison.tsv"), caption="../report/comparison.rst", category="Metrics"
+        ),
+        volumes=report(
+            PLAN.group_file("lesion_volumes.tsv"), caption="../report/lesion_volumes.rst", category="Lesions"
+        ),
     log:
-        f"{RESULTS}/logs/aggregate/{MODEL}.log",
+        PLAN.cohort_log("aggregate"),
     benchmark:
-        f"{RESULTS}/benchmarks/aggregate/{MODEL}.tsv"
+        PLAN.cohort_bench("aggregate")
     conda:
         "../../envs/report.yaml"
     params:
@@ -50,13 +51,13 @@ rule aggregate:
 
 rule plot_metrics:
     input:
-        f"{GROUP}/metrics.tsv",
+        PLAN.group_file("metrics.tsv"),
     output:
-        report(f"{GROUP}/metrics_boxplots.png", caption="../report/boxplots.rst", category="Metrics"),
+        report(PLAN.group_file("metrics_boxplots.png"), caption="../report/boxplots.rst", category="Metrics"),
     log:
-        f"{RESULTS}/logs/plot_metrics/{MODEL}.log",
+        PLAN.cohort_log("plot_metrics"),
     benchmark:
-        f"{RESULTS}/benchmarks/plot_metrics/{MODEL}.tsv"
+        PLAN.cohort_bench("plot_metrics")
     conda:
         "../../envs/report.yaml"
     params:

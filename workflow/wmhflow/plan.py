@@ -137,11 +137,26 @@ class Plan:
         first = self.log("check_subject", subject)
         return ([first] if first in logs else []) + [p for p in logs if p != first]
 
+    def cohort_log(self, rule_name) -> str:
+        """The log of a rule that runs once per run (per model variant), not per subject."""
+        return self.log(rule_name, self.model)
+
+    def cohort_bench(self, rule_name) -> str:
+        return self.bench(rule_name, self.model)
+
     def train_log(self) -> str:
-        return f"{self.results}/logs/train/{self.model}.log"
+        return self.cohort_log("train")
+
+    def model_output(self, name) -> str:
+        """A file of the model trained by this run: model.pt, config.yaml, training_log.tsv, loss_curve.png."""
+        return f"{self.model_dir}/{name}"
+
+    def group_file(self, name) -> str:
+        """A cohort table or plot under results/group/ (metrics.tsv, summary.tsv, ...)."""
+        return f"{self.group}/{name}"
 
     def status_file(self) -> str:
-        return f"{self.group}/status.tsv"
+        return self.group_file("status.tsv")
 
     def column(self, name) -> dict:
         """{subject key: value} of one column of the subjects table, built once per column.
@@ -185,7 +200,7 @@ class Plan:
         checkpoint = self.config["model"].get("checkpoint")
         if isinstance(checkpoint, (list, tuple)):
             return [str(c) for c in checkpoint]
-        return checkpoint or f"{self.model_dir}/model.pt"
+        return checkpoint or self.model_output("model.pt")
 
     def segment_params(self) -> dict:
         """The inference settings of config 'segment' as the rule passes them to ``wmhflow infer``."""
@@ -301,7 +316,7 @@ class Plan:
     def model_targets(self) -> list[str]:
         if not self.trains_model:
             return []
-        return [f"{self.model_dir}/{name}" for name in ("model.pt", "training_log.tsv", "loss_curve.png")]
+        return [self.model_output(name) for name in ("model.pt", "training_log.tsv", "loss_curve.png")]
 
     def segment_targets(self) -> list[str]:
         return [path for s in self.subjects_in("test", "predict") for path in (self.probseg(s), self.mask(s))]
@@ -330,7 +345,7 @@ class Plan:
 
     def report_targets(self) -> list[str]:
         tables = [
-            f"{self.group}/{name}"
+            self.group_file(name)
             for name in (
                 "metrics.tsv",
                 "summary.tsv",

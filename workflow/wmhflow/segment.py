@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -50,38 +51,46 @@ def subject_id(flair_path) -> str:
     return "01"
 
 
-def segment_subject(
-    flair_path,
-    t1_path,
-    model_path,
-    out_dir,
-    subject=None,
-    align_mode="auto",
-    shrink=SHRINK,
-    iterations=ITERATIONS,
-    control_points=CONTROL_POINTS,
-    low_pct=LOW_PCT,
-    high_pct=HIGH_PCT,
-    area=AREA,
-    connectivity=CONNECTIVITY,
-    device="auto",
-    precision="auto",
-    batch_size=None,
-    crop_margin=None,
-    threshold=DEFAULT_THRESHOLD,
-    keep_intermediates=False,
-    threads=0,
-    tta="none",
-    min_lesion_mm3=None,
-    min_depth_mm=None,
-    window="auto",
-) -> dict:
+@dataclass(frozen=True)
+class ChainSettings:
+    """Every setting of the standalone chain, with the workflow's defaults (config.yaml)."""
+
+    align_mode: str = "auto"
+    shrink: tuple = tuple(SHRINK)
+    iterations: tuple = tuple(ITERATIONS)
+    control_points: int = CONTROL_POINTS
+    low_pct: float = LOW_PCT
+    high_pct: float = HIGH_PCT
+    #: the requantization window; "auto" = the one the model was trained with
+    window: str = "auto"
+    area: int = AREA
+    connectivity: int = CONNECTIVITY
+    device: str = "auto"
+    precision: str = "auto"
+    #: None = infer's defaults (imported with torch only when the chain runs)
+    batch_size: int | None = None
+    crop_margin: int | None = None
+    #: "auto" (the model's calibrated one) or a probability
+    threshold: float | str = DEFAULT_THRESHOLD
+    tta: str = "none"
+    #: None = infer's defaults
+    min_lesion_mm3: float | None = None
+    min_depth_mm: float | None = None
+    threads: int = 0
+    keep_intermediates: bool = False
+
+    @classmethod
+    def from_arguments(cls, args) -> ChainSettings:
+        """The settings of ``wmhflow segment``'s parsed flags (one flag per field, ``--align`` for align_mode)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(align_mode=args.align, **{k: v for k, v in values.items() if k != "align_mode"})
+
+
+def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, settings=None) -> dict:
     """Run the chain for one subject; returns {artifact name: path written}.
 
-    ``model_path``: one model file or a list (an ensemble). ``threshold``: "auto" (the model's
-    calibrated one) or a probability; ``tta``, ``min_lesion_mm3``, ``min_depth_mm``: as ``wmhflow infer``.
-    ``window``: the requantization window; "auto" = the one the model was trained with.
-    ``batch_size``, ``crop_margin``: None = infer's defaults (imported here, with torch, only when run).
+    ``model_path``: one model file or a list (an ensemble). ``settings``: a :class:`ChainSettings`
+    (None: the defaults); ``tta``, ``min_lesion_mm3``, ``min_depth_mm`` as ``wmhflow infer``'s.
     """
     from .fcn import infer
     from .preprocess.align import align_t1_to_flair
@@ -89,10 +98,15 @@ def segment_subject(
     from .preprocess.quantize import requantize_array
     from .preprocess.tophat import area_tophat
 
-    batch_size = infer.BATCH_SIZE if batch_size is None else batch_size
-    crop_margin = infer.CROP_MARGIN if crop_margin is None else crop_margin
-    min_lesion_mm3 = infer.MIN_LESION_MM3 if min_lesion_mm3 is None else float(min_lesion_mm3)
-    min_depth_mm = infer.MIN_DEPTH_MM if min_depth_mm is None else float(min_depth_mm)
+    c = settings or ChainSettings()
+    align_mode, shrink, iterations, control_points = c.align_mode, c.shrink, c.iterations, c.control_points
+    low_pct, high_pct, window, area, connectivity = c.low_pct, c.high_pct, c.window, c.area, c.connectivity
+    device, precision, threshold, tta, threads = c.device, c.precision, c.threshold, c.tta, c.threads
+    keep_intermediates = c.keep_intermediates
+    batch_size = infer.BATCH_SIZE if c.batch_size is None else c.batch_size
+    crop_margin = infer.CROP_MARGIN if c.crop_margin is None else c.crop_margin
+    min_lesion_mm3 = infer.MIN_LESION_MM3 if c.min_lesion_mm3 is None else float(c.min_lesion_mm3)
+    min_depth_mm = infer.MIN_DEPTH_MM if c.min_depth_mm is None else float(c.min_depth_mm)
 
     subject = subject or subject_id(flair_path)
     if not re.fullmatch(r"[A-Za-z0-9]+", subject):
@@ -257,30 +271,7 @@ def main(args) -> int:
     check_window_arguments(args, args.flair)
     set_threads(args.threads or None)
     written = segment_subject(
-        args.flair,
-        args.t1,
-        args.model,
-        args.out_dir,
-        args.subject,
-        args.align,
-        args.shrink,
-        args.iterations,
-        args.control_points,
-        args.low_pct,
-        args.high_pct,
-        args.area,
-        args.connectivity,
-        args.device,
-        args.precision,
-        args.batch_size,
-        args.crop_margin,
-        args.threshold,
-        args.keep_intermediates,
-        args.threads,
-        args.tta,
-        args.min_lesion_mm3,
-        args.min_depth_mm,
-        args.window,
+        args.flair, args.t1, args.model, args.out_dir, args.subject, ChainSettings.from_arguments(args)
     )
     for name, path in written.items():
         print(f"{name}\t{path}")
