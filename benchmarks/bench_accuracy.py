@@ -21,6 +21,8 @@ average while training). Rows of earlier runs with other presets / channels are 
 made one after the other. Preprocessed subjects and trained models are cached under ``--work``.
 
 Run: python benchmarks/bench_accuracy.py --presets demo standard [--channels flair,t1,tophat flair,t1,t1]
+A variant: ``--tag fade --overrides '{"seed": 1}'`` trains the preset with those settings changed;
+``--tag a --ensemble-with b c`` scores the models of runs a, b and c averaged (an ensemble).
 """
 
 from __future__ import annotations
@@ -120,6 +122,11 @@ def preprocess(row, work: Path, window: str) -> dict:
     return {k: str(p) for k, p in out.items()}
 
 
+def model_dir_name(run: str) -> str:
+    """The folder under work/models of a run's model."""
+    return run.replace("|", "_").replace(",", "-").replace("/", "_")
+
+
 def train_model(
     name,
     preset,
@@ -130,8 +137,10 @@ def train_model(
     iterations=None,
     from_checkpoint=False,
     window="tissue",
+    overrides=None,
 ):
-    """Train (or reuse) one model; returns (model path, timing dict)."""
+    """Train (or reuse) one model; returns (model path, timing dict). ``overrides``: training settings
+    over the preset's (a variant under test, named by ``--tag``)."""
     from wmhflow.fcn.train import train
 
     out_dir = work / "models" / name
@@ -140,9 +149,9 @@ def train_model(
         return out_dir / "model.pt", json.loads(timing_file.read_text())
     if from_checkpoint:
         return checkpoint_model(out_dir, preset, channels, window)
-    train_config = {"preset": preset}
+    train_config = {"preset": preset, "overrides": dict(overrides or {})}
     if iterations:
-        train_config["overrides"] = {"iterations": int(iterations)}
+        train_config["overrides"]["iterations"] = int(iterations)
     load_before = os.getloadavg()
     cpu_before = os.times()
     tic = time.perf_counter()
@@ -242,7 +251,8 @@ def _has_avx512() -> bool:
 def score(
     model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), ttas=("none",)
 ) -> dict[tuple, list[dict]]:
-    """Segment and score each test subject with the model: {(tta, threshold, min_depth_mm): rows}.
+    """Segment and score each test subject with the model (a list: an ensemble, probabilities averaged as
+    ``wmhflow infer`` averages them): {(tta, threshold, min_depth_mm): rows}.
 
     One FCN pass per subject and test-time augmentation serves every post-processing variant.
     ``thresholds``: "auto" (the model's calibrated one for that augmentation, as ``wmhflow infer``
@@ -253,9 +263,11 @@ def score(
     from wmhflow.fcn.model import load_model
 
     set_threads(threads)
-    model, meta = load_model(model_path)
-    channels = meta.get("channels", "flair,t1,tophat")
-    cuts = {(tta, spec): resolve_threshold(spec, [meta], tta)[0] for tta in ttas for spec in thresholds}
+    paths = model_path if isinstance(model_path, list) else [model_path]
+    models, metas = zip(*(load_model(p) for p in paths))
+    model = list(models) if len(models) > 1 else models[0]
+    channels = metas[0].get("channels", "flair,t1,tophat")
+    cuts = {(tta, spec): resolve_threshold(spec, list(metas), tta)[0] for tta in ttas for spec in thresholds}
     log.info("thresholds %s", cuts)
     out = {(tta, spec, depth): [] for tta in ttas for spec in thresholds for depth in depths}
     for r in test_rows:
@@ -308,7 +320,9 @@ def summarise(frame: pd.DataFrame) -> dict:
     return summary
 
 
-def record_run(run, rows, preset, channels, protocol, window, depth, train_subjects, timing, csv_path, json_path):
+def record_run(
+    run, rows, preset, channels, protocol, window, depth, train_subjects, timing, csv_path, json_path, overrides=None
+):
     """Replace the run's rows in the CSV and its summary in the JSON; print the per-group means."""
     scored = pd.DataFrame(rows)
     for i, (key, value) in enumerate(
@@ -327,6 +341,7 @@ def record_run(run, rows, preset, channels, protocol, window, depth, train_subje
         "window": window,
         "min_depth_mm": depth,
         "train_subjects": train_subjects,
+        "overrides": overrides or {},
         "timing": timing,
         **summarise(scored),
     }
@@ -380,6 +395,18 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--tag", default="", help="suffix of the run's name (e.g. a variant under test)")
     parser.add_argument(
+        "--overrides",
+        type=json.loads,
+        default={},
+        help="JSON of training settings over the preset's (train.overrides), for a variant; name it with --tag",
+    )
+    parser.add_argument(
+        "--ensemble-with",
+        nargs="+",
+        default=[],
+        help="tags of runs already trained (same preset and channels): score the run's model averaged with theirs",
+    )
+    parser.add_argument(
         "--from-checkpoint",
         action="store_true",
         help="score the last checkpoint of a training that has not finished (marked partial)",
@@ -419,7 +446,7 @@ def main(argv=None) -> int:
                     [args.tag] if args.tag else []
                 )
                 run = "|".join([preset, channels, protocol_name, *tags])
-                name = run.replace("|", "_").replace(",", "-").replace("/", "_")
+                name = model_dir_name(run)
                 log.info("run %s: training on %d subjects", run, len(train_rows))
                 model_path, timing = train_model(
                     name,
@@ -431,7 +458,22 @@ def main(argv=None) -> int:
                     args.iterations,
                     args.from_checkpoint,
                     args.window,
+                    args.overrides,
                 )
+                if args.ensemble_with:
+                    window_tags = tags[:-1] if args.tag else tags
+                    members = [
+                        work
+                        / "models"
+                        / model_dir_name("|".join([preset, channels, protocol_name, *window_tags, other]))
+                        / "model.pt"
+                        for other in args.ensemble_with
+                    ]
+                    missing = [str(m) for m in members if not m.is_file()]
+                    if missing:
+                        raise SystemExit(f"--ensemble-with: no trained model at {', '.join(missing)}")
+                    model_path = [model_path, *members]
+                    run = run + "|ensemble-" + "+".join(args.ensemble_with)
                 scored = score(model_path, test_rows, args.threads, args.min_depth_mm, args.thresholds, args.tta)
                 for (tta, spec, depth), variant_rows in scored.items():
                     variant = (
@@ -452,6 +494,7 @@ def main(argv=None) -> int:
                         timing,
                         csv_path,
                         json_path,
+                        args.overrides,
                     )
     return 0
 
