@@ -9,11 +9,11 @@ rule train:
         tophat=PLAN.training_inputs("tophat"),
         reference=PLAN.training_inputs("reference"),
     output:
-        model=PLAN.model_output("model.pt"),
-        config=PLAN.model_output("config.yaml"),
-        log_tsv=PLAN.model_output("training_log.tsv"),
+        model=PLAN.model_output("model"),
+        config=PLAN.model_output("config"),
+        log_tsv=PLAN.model_output("log"),
         curve=report(
-            PLAN.model_output("loss_curve.png"),
+            PLAN.model_output("curve"),
             caption="../report/loss_curve.rst",
             category="Training",
         ),

@@ -6,7 +6,7 @@ report: "../report/workflow.rst"
 
 rule subjects_table:
     output:
-        table=report(PLAN.group_file("subjects.tsv"), caption="../report/subjects.rst", category="Cohort"),
+        table=report(PLAN.group_file("subjects"), caption="../report/subjects.rst", category="Cohort"),
     log:
         PLAN.log("subjects_table", "cohort"),
     localrule: True
@@ -23,16 +23,12 @@ rule aggregate:
     input:
         metrics=PLAN.metrics_files(),
         lesions=PLAN.lesion_files(),
-        subjects=PLAN.group_file("subjects.tsv"),
+        subjects=PLAN.group_file("subjects"),
     output:
-        metrics=report(PLAN.group_file("metrics.tsv"), caption="../report/metrics.rst", category="Metrics"),
-        summary=report(PLAN.group_file("summary.tsv"), caption="../report/summary.rst", category="Metrics"),
-        comparison=report(
-            PLAN.group_file("model_comparison.tsv"), caption="../report/comparison.rst", category="Metrics"
-        ),
-        volumes=report(
-            PLAN.group_file("lesion_volumes.tsv"), caption="../report/lesion_volumes.rst", category="Lesions"
-        ),
+        metrics=report(PLAN.group_file("metrics"), caption="../report/metrics.rst", category="Metrics"),
+        summary=report(PLAN.group_file("summary"), caption="../report/summary.rst", category="Metrics"),
+        comparison=report(PLAN.group_file("comparison"), caption="../report/comparison.rst", category="Metrics"),
+        volumes=report(PLAN.group_file("volumes"), caption="../report/lesion_volumes.rst", category="Lesions"),
     log:
         PLAN.cohort_log("aggregate"),
     benchmark:
@@ -51,9 +47,9 @@ rule aggregate:
 
 rule plot_metrics:
     input:
-        PLAN.group_file("metrics.tsv"),
+        PLAN.group_file("metrics"),
     output:
-        report(PLAN.group_file("metrics_boxplots.png"), caption="../report/boxplots.rst", category="Metrics"),
+        report(PLAN.group_file("boxplots"), caption="../report/boxplots.rst", category="Metrics"),
     log:
         PLAN.cohort_log("plot_metrics"),
     benchmark:

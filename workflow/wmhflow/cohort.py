@@ -288,7 +288,9 @@ def _validate_tsv_rows(records: list[dict], path: Path) -> None:
 
 
 def _schema_path() -> Path:
-    return Path(__file__).resolve().parent / "schemas" / "subjects.schema.yaml"
+    from .config import SCHEMAS
+
+    return SCHEMAS / "subjects.schema.yaml"
 
 
 # ---------------------------------------------------------------------------------------- checks

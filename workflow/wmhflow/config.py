@@ -2,7 +2,7 @@
 
 - Strict: every object of ``workflow/wmhflow/schemas/config.schema.yaml`` forbids unknown keys, so a typo
   (``tophatt``) is an error with a suggestion instead of being ignored. ``train.overrides`` accepts
-  exactly the settings of :data:`wmhflow.fcn.train.PRESETS` (its schema is derived from them here, so a
+  exactly the settings of :data:`wmhflow.fcn.presets.PRESETS` (its schema is derived from them here, so a
   setting added to the presets is accepted without editing the schema).
 - Integers are integers: ``area: 25.0`` is refused (JSON schema would take 25.0 as an integer and
   the job would fail later, naming an output file).
@@ -22,7 +22,9 @@ import yaml
 
 from .errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+#: the package data holding the JSON schemas (config and subjects TSV), read at run time
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+SCHEMA_PATH = SCHEMAS / "config.schema.yaml"
 #: Limits of some training settings beyond their type (applied to the keys the presets have).
 OVERRIDE_LIMITS = {
     "iterations": {"minimum": 1},

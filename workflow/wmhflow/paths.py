@@ -35,6 +35,18 @@ ENTITY_ORDER = (
     "label",
     "desc",
 )
+#: the files ``wmhflow train`` writes into a model's folder, by role (one home: the verb and Plan use it)
+MODEL_FILES = {"model": "model.pt", "config": "config.yaml", "log": "training_log.tsv", "curve": "loss_curve.png"}
+#: the cohort tables and plots under results/group/, by role (``wmhflow aggregate`` writes four of them)
+GROUP_FILES = {
+    "subjects": "subjects.tsv",
+    "metrics": "metrics.tsv",
+    "summary": "summary.tsv",
+    "comparison": "model_comparison.tsv",
+    "volumes": "lesion_volumes.tsv",
+    "boxplots": "metrics_boxplots.png",
+    "status": "status.tsv",
+}
 #: entities of the input FLAIR that the outputs keep (they tell two acquisitions of a session apart).
 KEPT_ENTITIES = ("ses", "acq", "ce", "rec", "run")
 #: the space of every image wmhflow writes.

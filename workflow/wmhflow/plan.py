@@ -15,7 +15,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .fcn.slices import required_volumes
-from .paths import derivative_name, prefix_label, sidecar_path
+from .paths import GROUP_FILES, MODEL_FILES, derivative_name, prefix_label, sidecar_path
 
 #: (suffix, desc) of the preprocessing artifacts each subject gets.
 PREPROCESSED = (
@@ -147,16 +147,16 @@ class Plan:
     def train_log(self) -> str:
         return self.cohort_log("train")
 
-    def model_output(self, name) -> str:
-        """A file of the model trained by this run: model.pt, config.yaml, training_log.tsv, loss_curve.png."""
-        return f"{self.model_dir}/{name}"
+    def model_output(self, role) -> str:
+        """A file of the model trained by this run, by its role in :data:`wmhflow.paths.MODEL_FILES`."""
+        return f"{self.model_dir}/{MODEL_FILES[role]}"
 
-    def group_file(self, name) -> str:
-        """A cohort table or plot under results/group/ (metrics.tsv, summary.tsv, ...)."""
-        return f"{self.group}/{name}"
+    def group_file(self, role) -> str:
+        """A cohort table or plot under results/group/, by its role in :data:`wmhflow.paths.GROUP_FILES`."""
+        return f"{self.group}/{GROUP_FILES[role]}"
 
     def status_file(self) -> str:
-        return self.group_file("status.tsv")
+        return self.group_file("status")
 
     def column(self, name) -> dict:
         """{subject key: value} of one column of the subjects table, built once per column.
@@ -200,7 +200,7 @@ class Plan:
         checkpoint = self.config["model"].get("checkpoint")
         if isinstance(checkpoint, (list, tuple)):
             return [str(c) for c in checkpoint]
-        return checkpoint or self.model_output("model.pt")
+        return checkpoint or self.model_output("model")
 
     def segment_params(self) -> dict:
         """The inference settings of config 'segment' as the rule passes them to ``wmhflow infer``."""
@@ -316,7 +316,7 @@ class Plan:
     def model_targets(self) -> list[str]:
         if not self.trains_model:
             return []
-        return [self.model_output(name) for name in ("model.pt", "training_log.tsv", "loss_curve.png")]
+        return [self.model_output(role) for role in ("model", "log", "curve")]
 
     def segment_targets(self) -> list[str]:
         return [path for s in self.subjects_in("test", "predict") for path in (self.probseg(s), self.mask(s))]
@@ -344,16 +344,7 @@ class Plan:
         return self.metrics_files() + self.lesion_files()
 
     def report_targets(self) -> list[str]:
-        tables = [
-            self.group_file(name)
-            for name in (
-                "metrics.tsv",
-                "summary.tsv",
-                "lesion_volumes.tsv",
-                "model_comparison.tsv",
-                "metrics_boxplots.png",
-            )
-        ]
+        tables = [self.group_file(role) for role in ("metrics", "summary", "volumes", "comparison", "boxplots")]
         return tables + [self.out(s, "qc", ".png", desc=self.model) for s in self.subjects_in("test", "predict")]
 
     # ------------------------------------------------------------------------------ the dataset

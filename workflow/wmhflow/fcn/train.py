@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from ..io import atomic_output, label_array, load_nifti
+from ..paths import MODEL_FILES
 from ..preprocess.quantize import inputs_window
 from . import calibration
 from .augment import augment_batch, soft_dice_loss
@@ -95,7 +96,7 @@ def _save_checkpoint(path, model, optimizer, iteration, rng, rows, signature, ru
 def _write_log(out_dir: Path, rows):
     import pandas as pd
 
-    with atomic_output(out_dir / "training_log.tsv") as tmp:
+    with atomic_output(out_dir / MODEL_FILES["log"]) as tmp:
         pd.DataFrame(rows, columns=["iteration", "loss", "lr", "slices_per_s", "val_dice"]).to_csv(
             tmp, sep="\t", index=False
         )
@@ -120,7 +121,7 @@ def _plot_curve(out_dir: Path, rows):
         ax2.set_ylim(0, 1)
     ax.set_title("FCN training")
     fig.tight_layout()
-    with atomic_output(out_dir / "loss_curve.png") as tmp:
+    with atomic_output(out_dir / MODEL_FILES["curve"]) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
@@ -275,8 +276,8 @@ def train(
     # The mask threshold, chosen on the held-out validation subjects and stored with the model.
     meta["calibration"] = calibrate_model(model, list(zip(flairs, t1s, tophats, references))[:n_val], channels, dev)
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    save_model(out_dir / "model.pt", model, meta)
-    with atomic_output(out_dir / "config.yaml") as tmp:
+    save_model(out_dir / MODEL_FILES["model"], model, meta)
+    with atomic_output(out_dir / MODEL_FILES["config"]) as tmp:
         tmp.write_text(
             yaml.safe_dump({"model": model_config, "train": dict(train_config, resolved=settings)}, sort_keys=False)
         )

@@ -37,7 +37,7 @@ import pandas as pd
 from ..errors import InputError
 from ..evaluation.metrics import KEYS, METRICS
 from ..io import atomic_output
-from ..paths import subject_session
+from ..paths import GROUP_FILES, subject_session
 
 log = logging.getLogger(__name__)
 METRICS = list(METRICS)
@@ -235,10 +235,11 @@ def main(args) -> int:
     metrics = complete_metrics(fold_sessions(read_tables(args.metrics)), subjects, args.model)
     lesions, segmented = read_lesion_tables(args.lesions)
     # everything is read and checked before anything is written
-    write_tsv(unfold_sessions(metrics), out_dir / "metrics.tsv")
-    write_tsv(summarize(metrics, args.split), out_dir / "summary.tsv")
-    write_tsv(compare_models(metrics, args.split), out_dir / "model_comparison.tsv")
-    write_tsv(unfold_sessions(lesion_volumes(lesions, subjects, args.model, segmented)), out_dir / "lesion_volumes.tsv")
+    write_tsv(unfold_sessions(metrics), out_dir / GROUP_FILES["metrics"])
+    write_tsv(summarize(metrics, args.split), out_dir / GROUP_FILES["summary"])
+    write_tsv(compare_models(metrics, args.split), out_dir / GROUP_FILES["comparison"])
+    volumes = lesion_volumes(lesions, subjects, args.model, segmented)
+    write_tsv(unfold_sessions(volumes), out_dir / GROUP_FILES["volumes"])
     log.info(
         "group tables of %d evaluated and %d segmented subject(s) written to %s", len(metrics), len(segmented), out_dir
     )
