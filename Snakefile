@@ -19,11 +19,11 @@ include: "workflow/rules/model.smk"
 # segment.subjects_per_job: one segment job per subject, or one per chunk of subjects (docs/cluster.md §7)
 if PLAN.subjects_per_job == 1:
 
-    include: "workflow/rules/segment.smk"
+    include: "workflow/rules/infer.smk"
 
 else:
 
-    include: "workflow/rules/segment_chunked.smk"
+    include: "workflow/rules/infer_batch.smk"
 
 
 include: "workflow/rules/evaluate.smk"

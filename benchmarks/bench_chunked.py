@@ -103,9 +103,9 @@ def main() -> None:
             masks = sorted((root / "out").glob(f"sub-*/anat/*_label-WMH_desc-{name}_mask.json"))
             fcn = [json.loads(m.read_text())["FCNSeconds"] for m in masks]
             n = len(masks)
-            # the segment (or segment_chunk) jobs' own wall time, from their benchmark: files; the rest of
+            # the infer (or infer_batch) jobs' own wall time, from their benchmark: files; the rest of
             # the call is Snakemake's scheduling and, chunked, the local placing jobs
-            job_files = list((root / "out/benchmarks").glob(f"segment*_{name}/**/*.tsv"))
+            job_files = list((root / "out/benchmarks").glob(f"infer*/{name}/**/*.tsv"))
             jobs_s = sum(float(pd.read_csv(f, sep="\t")["s"].iloc[0]) for f in job_files)
             rows.append(
                 {

@@ -66,7 +66,7 @@ def test_chunks_cover_every_subject_once_and_stay_put_when_subjects_are_added(tm
     assert plan.segment_chunk_of["sub-06/anat/sub-06"] == "chunk-0002"
     inputs = plan.chunk_files("tophat")(type("W", (), {"chunk": "chunk-0001"}))
     assert [Path(p).name for p in inputs] == [f"sub-0{i}_space-FLAIR_desc-tophat_FLAIR.nii.gz" for i in (3, 4, 5)]
-    assert plan.chunk_status("chunk-0001").endswith("chunks/segment_fcn2d/chunk-0001.tsv")
+    assert plan.chunk_status("chunk-0001").endswith("chunks/infer_batch/fcn2d/chunk-0001.tsv")
     assert plan.chunk_status_of(type("W", (), {"subject": "sub-06/anat/sub-06"})) == plan.chunk_status("chunk-0002")
     with pytest.raises(ConfigError, match="sub-99/anat/sub-99 is not a test or predict subject"):
         plan.chunk_status_of(type("W", (), {"subject": "sub-99/anat/sub-99"}))
@@ -264,7 +264,7 @@ def test_chunked_run_gives_the_masks_of_one_job_per_subject(chunked_run):
         assert np.array_equal(np.asarray(nib.load(str(a)).dataobj), np.asarray(nib.load(str(b)).dataobj))
         sa, sb = _sidecar(a), _sidecar(b)
         assert json.dumps(sa).replace("desc-single", "desc-chunked") == json.dumps(sb).replace('"single"', '"chunked"')
-    tables = sorted((root / "out/chunks/segment_chunked").glob("chunk-*.tsv"))
+    tables = sorted((root / "out/chunks/infer_batch/chunked").glob("chunk-*.tsv"))
     assert [len(read_status(t)) for t in tables] == [2, 1]
     assert not (root / "out/chunks/segment_single").exists()
     status = pd.read_csv(root / "out/group/status.tsv", sep="\t")
@@ -276,7 +276,7 @@ def test_a_failing_subject_leaves_the_others_and_a_rerun_redoes_only_it(chunked_
     root, table = chunked_run
     config, targets = str(root / "chunked.yaml"), _mask_targets(table, "chunked")
     tophats = sorted((root / "out").glob("sub-*/anat/*_desc-tophat_FLAIR.nii.gz"))
-    first = read_status(root / "out/chunks/segment_chunked/chunk-0000.tsv")[0]["subject"]
+    first = read_status(root / "out/chunks/infer_batch/chunked/chunk-0000.tsv")[0]["subject"]
     bad = next(p for p in tophats if p.name.startswith(Path(first).name + "_"))
     good = bad.read_bytes()
     bad.write_bytes(good[:200])  # an unreadable input after preprocessing
@@ -284,7 +284,7 @@ def test_a_failing_subject_leaves_the_others_and_a_rerun_redoes_only_it(chunked_
     label = Path(first).name
     assert run.returncode != 0
     assert (
-        f"{label}  failed  segment_chunked  wmhflow place-segmentation: error: {label}: segmentation failed"
+        f"{label}  failed  place_segmentation  wmhflow place-segmentation: error: {label}: segmentation failed"
         in run.stderr
     )
     assert f"{bad.relative_to(root)}: tophat is not a readable NIfTI" in run.stderr
@@ -296,7 +296,7 @@ def test_a_failing_subject_leaves_the_others_and_a_rerun_redoes_only_it(chunked_
     bad.write_bytes(good)  # fixed (newer than the chunk's table, as a replaced input is)
     run = snakemake(root, *targets, "--configfile", config)
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = {r["subject"]: r["status"] for r in read_status(root / "out/chunks/segment_chunked/chunk-0000.tsv")}
+    rows = {r["subject"]: r["status"] for r in read_status(root / "out/chunks/infer_batch/chunked/chunk-0000.tsv")}
     assert rows.pop(first) == "done" and set(rows.values()) == {"cached"}
     assert len(_masks(root, "chunked")) == 3
     single = {m.name.split("_")[0]: m for m in _masks(root, "single")}

@@ -451,16 +451,16 @@ def test_status_table_from_the_plan_and_the_logs(tmp_path):
     from wmhflow.plan import Plan
     from wmhflow.status import status_table
 
-    keys = [prefix(s) for s in ("01", "02", "03", "04")]
+    keys = [prefix(s) for s in ("01", "02", "03", "04", "05")]
     subjects = pd.DataFrame(
         {
-            "subject": ["01", "02", "03", "04"],
-            "session": [""] * 4,
-            "site": ["A"] * 4,
-            "flair": ["f"] * 4,
-            "t1": ["t"] * 4,
-            "reference": ["r", "r", "", ""],
-            "split": ["train", "test", "predict", "predict"],
+            "subject": ["01", "02", "03", "04", "05"],
+            "session": [""] * 5,
+            "site": ["A"] * 5,
+            "flair": ["f"] * 5,
+            "t1": ["t"] * 5,
+            "reference": ["r", "r", "", "", ""],
+            "split": ["train", "test", "predict", "predict", "predict"],
         },
         index=pd.Index(keys, name="prefix"),
     )
@@ -474,7 +474,13 @@ def test_status_table_from_the_plan_and_the_logs(tmp_path):
     crashed = Path(plan.log("tophat", keys[3]))
     crashed.parent.mkdir(parents=True, exist_ok=True)
     crashed.write_text("Traceback (most recent call last):\n  File x\nMemoryError: out of memory\n")
+    # a rule whose output depends on the model logs under logs/<rule>/<model>/; its step is the rule
+    inferred = Path(plan.model_log("infer", keys[4]))
+    assert inferred == tmp_path / "results/logs/infer/fcn2d" / f"{keys[4]}.log"
+    inferred.parent.mkdir(parents=True, exist_ok=True)
+    inferred.write_text("wmhflow infer: error: /data/05_tophat.nii.gz: tophat is not a readable NIfTI\n")
     train = Path(plan.train_log())
+    assert train == tmp_path / "results/logs/train/fcn2d.log"
     train.parent.mkdir(parents=True)
     train.write_text("wmhflow train: error: config 'train': no slices\n")
     table = status_table(plan).set_index("subject")
@@ -485,3 +491,4 @@ def test_status_table_from_the_plan_and_the_logs(tmp_path):
         tuple(table.loc["03", ["status", "step"]]) == ("blocked", "train") and "no slices" in table.loc["03", "reason"]
     )
     assert tuple(table.loc["04", ["status", "reason"]]) == ("failed", "MemoryError: out of memory")
+    assert tuple(table.loc["05", ["status", "step"]]) == ("failed", "infer") and "tophat" in table.loc["05", "reason"]

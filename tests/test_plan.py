@@ -164,3 +164,36 @@ def test_rules_spell_no_output_path_themselves():
         if typed.search(line) and not line.lstrip().startswith("#")
     ]
     assert not found, found
+
+
+def test_one_log_scheme():
+    """A rule's logs and benchmarks sit under its own name: logs/<rule>/[<model>/]... A name glued
+    together from the rule and the model (log(f"infer_{MODEL}")) would be a second scheme."""
+    import re
+    from pathlib import Path
+
+    rules = Path(__file__).resolve().parent.parent / "workflow" / "rules"
+    glued = re.compile(r"""\b(log|bench|model_log|model_bench)\(f["']""")
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(rules.glob("*.smk"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if glued.search(line)
+    ]
+    assert not found, found
+
+
+def test_each_rule_is_named_after_the_verb_it_runs():
+    """Rule infer runs `wmhflow infer`, bias_correct_FLAIR runs `wmhflow bias-correct`: the rule's
+    name starts with its verb, so a log folder or a SLURM job name says which command ran."""
+    import re
+    from pathlib import Path
+
+    rules = Path(__file__).resolve().parent.parent / "workflow" / "rules"
+    mismatched = []
+    for path in sorted(rules.glob("*.smk")):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), re.MULTILINE):
+            verbs = re.findall(r"wmhflow ([a-z][a-z0-9-]*)", body)
+            if verbs and not name.startswith(verbs[0].replace("-", "_")):
+                mismatched.append(f"{path.name}: rule {name} runs wmhflow {verbs[0]}")
+    assert not mismatched, mismatched

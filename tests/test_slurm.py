@@ -195,11 +195,11 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     assert all(j["JobState"] == "COMPLETED" for j in jobs), summary
 
     assert len(by_rule.get("train", [])) == 1, summary
-    assert len(by_rule.get("segment", [])) == len(test_subjects), summary
-    for j in by_rule["train"] + by_rule["segment"]:
+    assert len(by_rule.get("infer", [])) == len(test_subjects), summary
+    for j in by_rule["train"] + by_rule["infer"]:
         assert j["Partition"] == "gpu", j
         assert j["JOB_GRES"] == "gpu:1", j  # one (fake) GPU was allocated to the job
-    cpu_jobs = [j for key, js in by_rule.items() if key not in ("train", "segment") for j in js]
+    cpu_jobs = [j for key, js in by_rule.items() if key not in ("train", "infer") for j in js]
     assert cpu_jobs
     for j in cpu_jobs:
         assert j["Partition"] == "cpu", j
@@ -219,7 +219,7 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
         for j in jobs:
             row = acct[j["JobId"]]
             assert row[1] == j["Partition"], (row, j)
-            assert ("gres/gpu=1" in row[2]) == (j in by_rule["train"] + by_rule["segment"]), (row, j)
+            assert ("gres/gpu=1" in row[2]) == (j in by_rule["train"] + by_rule["infer"]), (row, j)
 
     # ---------------------------------------------------------------- 3. same model, local run
     local_dir = tmp_path / "local"

@@ -22,6 +22,8 @@ MODEL = PLAN.model
 out = PLAN.out
 log = PLAN.log
 bench = PLAN.bench
+model_log = PLAN.model_log
+model_bench = PLAN.model_bench
 subject_file = subject_value = PLAN.subject_column  # raw files as inputs, other columns as params
 subjects_in = PLAN.subjects_in
 

@@ -8,9 +8,9 @@ rule evaluate:
     output:
         out("{subject}", "metrics", ".tsv", desc=MODEL),
     log:
-        log(f"evaluate_{MODEL}"),
+        model_log("evaluate"),
     benchmark:
-        bench(f"evaluate_{MODEL}")
+        model_bench("evaluate")
     conda:
         "../../envs/report.yaml"
     resources:
@@ -34,9 +34,9 @@ rule lesions:
     output:
         out("{subject}", "lesions", ".tsv", desc=MODEL),
     log:
-        log(f"lesions_{MODEL}"),
+        model_log("lesions"),
     benchmark:
-        bench(f"lesions_{MODEL}")
+        model_bench("lesions")
     conda:
         "../../envs/report.yaml"
     resources:

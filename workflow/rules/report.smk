@@ -75,9 +75,9 @@ rule qc:
             labels={"subject": "{subject}"},
         ),
     log:
-        log(f"qc_{MODEL}"),
+        model_log("qc"),
     benchmark:
-        bench(f"qc_{MODEL}")
+        model_bench("qc")
     conda:
         "../../envs/report.yaml"
     resources:

@@ -123,6 +123,16 @@ class Plan:
     def bench(self, rule_name, subject="{subject}") -> str:
         return f"{self.results}/benchmarks/{rule_name}/{subject}.tsv"
 
+    # One log scheme: logs/<rule>/[<model>/]<subject>.log for per-subject rules (the model's folder only
+    # for rules whose output depends on the model), logs/<rule>/<model>.log for a rule run once per
+    # model; benchmarks/ alike. The rule is always the first folder, the model always the second part.
+    def model_log(self, rule_name, subject="{subject}") -> str:
+        """The log of a per-subject rule whose output depends on the model (infer, evaluate, ...)."""
+        return self.log(f"{rule_name}/{self.model}", subject)
+
+    def model_bench(self, rule_name, subject="{subject}") -> str:
+        return self.bench(f"{rule_name}/{self.model}", subject)
+
     label = staticmethod(prefix_label)  # sub-01_ses-2 (the file-name part of a key), for messages and titles
 
     def check_file(self, subject="{subject}") -> str:
@@ -133,7 +143,9 @@ class Plan:
         """Every rule log of one subject (the check step's first), for the status table."""
         from pathlib import Path
 
-        logs = sorted(str(p) for p in Path(self.results).glob(f"logs/*/{subject}.log"))
+        root = Path(self.results)
+        folders = ("*", f"*/{self.model}")  # logs/<rule>/ and logs/<rule>/<model>/
+        logs = sorted(str(p) for folder in folders for p in root.glob(f"logs/{folder}/{subject}.log"))
         first = self.log("check_subject", subject)
         return ([first] if first in logs else []) + [p for p in logs if p != first]
 
@@ -253,7 +265,7 @@ class Plan:
         return self.out(subject, "probseg", label="WMH", desc=self.model)
 
     # ------------------------------------------------------------------------------ chunked segmentation
-    # segment.subjects_per_job > 1: one GPU job (rule segment_chunk, `wmhflow infer-batch`) segments a chunk
+    # segment.subjects_per_job > 1: one GPU job (rule infer_batch, `wmhflow infer-batch`) segments a chunk
     # of subjects into a staging folder and writes the chunk's status table; a local per-subject rule
     # (`wmhflow place-segmentation`) then puts each subject's files at probseg()/mask() (docs/cluster.md).
     @property
@@ -272,7 +284,7 @@ class Plan:
         return {s: chunk for chunk, members in self.segment_chunks.items() for s in members}
 
     def chunk_dir(self) -> str:
-        return f"{self.results}/chunks/segment_{self.model}"
+        return f"{self.results}/chunks/infer_batch/{self.model}"
 
     def chunk_status(self, chunk="{chunk}") -> str:
         """A chunk job's declared output: one row per subject (done | cached | failed, and why)."""
@@ -284,7 +296,7 @@ class Plan:
         return f"{self.chunk_dir()}/staged"
 
     def chunk_files(self, kind):
-        """Input or params function of rule segment_chunk: per subject of the chunk, in order, its ``kind``
+        """Input or params function of rule infer_batch: per subject of the chunk, in order, its ``kind``
         (flair, t1, tophat: the 8-bit inputs; probseg, mask: where its files are placed; subject: keys)."""
 
         def files(wildcards):

@@ -67,17 +67,17 @@ def subject_status(plan, subject) -> dict:
     for log_file in plan.subject_logs(subject):
         reason = error_line(log_file)
         if reason:
-            # logs/<rule>/<prefix folders>/<prefix>.log: the rule is the first folder below logs/
+            # logs/<rule>/[<model>/]<prefix folders>/<prefix>.log: the rule is the first folder below logs/
             step = Path(log_file).relative_to(Path(plan.results) / "logs").parts[0]
             return dict(status, status="failed", step=step, reason=reason)
     chunk = plan.segment_chunk_of.get(subject) if plan.subjects_per_job > 1 else None
     # a chunk job that failed as a whole (its model file, say; Snakemake then deleted its table): its
     # subjects have no log of their own
     if chunk and not Path(plan.chunk_status(chunk)).exists():
-        chunk_log = plan.log(f"segment_chunk_{plan.model}", chunk)
+        chunk_log = plan.model_log("infer_batch", chunk)
         reason = error_line(chunk_log)
         if reason:
-            return dict(status, status="failed", step=f"segment_chunk_{plan.model}", reason=f"{chunk}: {reason}")
+            return dict(status, status="failed", step="infer_batch", reason=f"{chunk}: {reason}")
     train_log = plan.train_log()
     if plan.trains_model and row["split"] in ("test", "predict") and not Path(plan.model_file()).exists():
         reason = error_line(train_log)

@@ -1,11 +1,12 @@
-# segment.subjects_per_job > 1 (docs/cluster.md §7), included by the Snakefile instead of segment.smk:
-# rule segment_chunk, one GPU job per chunk of subjects (wmhflow.plan: Plan.segment_chunks), writes the
-# chunk's status table and stages each subject's files; rule segment, local and per subject, places them
-# at the paths segment.smk's rule writes (or fails naming the subject and why, so --keep-going finishes
+# segment.subjects_per_job > 1 (docs/cluster.md §7), included by the Snakefile instead of infer.smk:
+# rule infer_batch (`wmhflow infer-batch`), one GPU job per chunk of subjects (wmhflow.plan:
+# Plan.segment_chunks), writes the chunk's status table and stages each subject's files; rule
+# place_segmentation (`wmhflow place-segmentation`), local and per subject, places them at the paths
+# infer.smk's rule writes (or fails naming the subject and why, so --keep-going finishes
 # the others).
 
 
-rule segment_chunk:
+rule infer_batch:
     input:
         flair=PLAN.chunk_files("flair"),
         t1=PLAN.chunk_files("t1"),
@@ -14,9 +15,9 @@ rule segment_chunk:
     output:
         status=PLAN.chunk_status(),
     log:
-        log(f"segment_chunk_{MODEL}", "{chunk}"),
+        model_log("infer_batch", "{chunk}"),
     benchmark:
-        bench(f"segment_chunk_{MODEL}", "{chunk}")
+        model_bench("infer_batch", "{chunk}")
     wildcard_constraints:
         chunk="chunk-[0-9]+",
     conda:
@@ -53,7 +54,7 @@ rule segment_chunk:
 # places its subjects again (hard links of the cached files: no segmentation), and their evaluation
 # runs again. (Not ancient(): when the chunk job has to run, Snakemake 9.27 does not look at the
 # downstream jobs' own reasons, so a subject whose setting changed would keep its old files.)
-rule segment:
+rule place_segmentation:
     input:
         status=PLAN.chunk_status_of,
     output:
@@ -61,7 +62,7 @@ rule segment:
         mask=PLAN.mask(),
         sidecar=PLAN.mask_sidecar(),
     log:
-        log(f"segment_{MODEL}"),
+        model_log("place_segmentation"),
     localrule: True
     conda:
         "../../envs/preprocess.yaml"

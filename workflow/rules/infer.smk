@@ -1,8 +1,8 @@
-# FCN inference per subject (a GPU rule): probability map and mask on the FLAIR's grid, and the mask's
+# FCN inference per subject (a GPU rule; `wmhflow infer`): probability map and mask on the FLAIR's grid, and the mask's
 # JSON sidecar (threshold used, flips, models of an ensemble, post-processing).
 
 
-rule segment:
+rule infer:
     input:
         flair=PLAN.fcn_input("flair"),
         t1=PLAN.fcn_input("t1"),
@@ -13,9 +13,9 @@ rule segment:
         mask=PLAN.mask(),
         sidecar=PLAN.mask_sidecar(),
     log:
-        log(f"segment_{MODEL}"),
+        model_log("infer"),
     benchmark:
-        bench(f"segment_{MODEL}")
+        model_bench("infer")
     conda:
         "../../envs/torch.yaml"
     threads: config["segment"]["threads"]
