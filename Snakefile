@@ -45,6 +45,17 @@ rule preprocess:
         lambda wildcards: PLAN.preprocess_targets(),
 
 
+# a profile's per-rule settings must name rules that exist (Snakemake would ignore them silently)
+wmh_config.check_rule_names(
+    {
+        **{name: "set-resources" for name in workflow.resource_settings.overwrite_resources},
+        **{name: "set-threads" for name in workflow.resource_settings.overwrite_threads},
+        **{name: "groups" for name in workflow.group_settings.overwrite_groups},
+    },
+    [rule.name for rule in workflow.rules],
+)
+
+
 # When a run ends: group/status.tsv (per subject: done, failed at which step and why, blocked, incomplete),
 # and the subjects that did not finish printed here, where the user looks.
 onsuccess:

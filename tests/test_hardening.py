@@ -444,6 +444,16 @@ def test_a_directory_named_like_an_image(tmp_path, capsys, good):
     assert code == 2 and f"{folder}: T1 path is not a file" in lines[0]
 
 
+def test_rule_names_in_profiles_are_checked():
+    from wmhflow.config import check_rule_names
+
+    check_rule_names({"infer": "set-resources", "infer_batch": "set-resources"}, ["infer", "train"])
+    with pytest.raises(ConfigError, match="'segment_chunk' is not a rule of this workflow: the rule is now named"):
+        check_rule_names({"segment_chunk": "set-resources"}, ["infer", "train"])
+    with pytest.raises(ConfigError, match=r"'trian' is not a rule of this workflow; did you mean 'train'\?"):
+        check_rule_names({"trian": "set-threads"}, ["infer", "train"])
+
+
 # ------------------------------------------------------------------------------- status table
 def test_status_table_from_the_plan_and_the_logs(tmp_path):
     import pandas as pd

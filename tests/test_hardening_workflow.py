@@ -224,6 +224,27 @@ def test_config_mistakes_stop_planning_naming_the_key(small_tsv, extra, message)
     assert not (root / "results").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--set-resources", "segment:mem_mb=9000"],
+            "config 'set-resources (profile or command line)': 'segment' is not a rule of this workflow: "
+            "the rule is now named 'infer'",
+        ),
+        (["--set-threads", "infr=1"], "'infr' is not a rule of this workflow; did you mean 'infer'?"),
+    ],
+)
+def test_a_profile_naming_no_rule_stops_planning(small_tsv, extra, message):
+    """Snakemake itself ignores per-rule settings of a rule that does not exist: a GPU job would then
+    go to the default partition with the default memory, and nobody would know."""
+    root, tsv = small_tsv
+    run = snakemake(root, "-n", "preprocess", "--config", f"cohort={tsv}", *extra)
+    assert run.returncode != 0 and message in run.stdout + run.stderr
+    fine = snakemake(root, "-n", "preprocess", "--config", f"cohort={tsv}", "--set-resources", "infer_batch:mem_mb=1")
+    assert fine.returncode == 0, fine.stderr[-2000:]  # the other segmentation mode's rule is known
+
+
 def test_command_line_config_forms_reach_the_rules(small_tsv):
     root, tsv = small_tsv
     run = snakemake(

@@ -210,6 +210,32 @@ def validate(config: dict) -> dict:
     return config
 
 
+#: rules renamed so that each carries its verb's name: a profile that names the old rule would have
+#: its resources, threads or group silently ignored by Snakemake
+RENAMED_RULES = {"segment": "infer", "segment_chunk": "infer_batch"}
+#: the Snakefile includes one of two sets by segment.subjects_per_job; a profile may size both
+SEGMENTATION_RULES = ("infer", "infer_batch", "place_segmentation")
+
+
+def check_rule_names(given: dict[str, str], rules) -> None:
+    """Fail on a rule name in a profile's ``set-resources``/``set-threads``/``groups`` that no rule has.
+
+    ``given``: {rule name: the setting it came from}; ``rules``: the workflow's rules (with
+    :data:`SEGMENTATION_RULES`, whichever set is included). Snakemake ignores such a name without a word, so a
+    typo (or a rule renamed since) would leave a GPU job on the CPU partition with the default memory.
+    """
+    rules = set(rules) | set(SEGMENTATION_RULES)
+    for name, setting in given.items():
+        if name in rules:
+            continue
+        if name in RENAMED_RULES:
+            hint = f": the rule is now named '{RENAMED_RULES[name]}'"
+        else:
+            close = difflib.get_close_matches(name, sorted(rules), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (rules: {', '.join(sorted(rules))})"
+        raise ConfigError(f"{setting} (profile or command line)", f"'{name}' is not a rule of this workflow{hint}")
+
+
 def require_writable_results(results) -> None:
     """The results folder can be created and written (checked at planning, not by the first job)."""
     import os
