@@ -13,35 +13,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from test_workflow import PREPROCESSED, snakemake
 
 from wmhflow.paths import bids_path, prefix
 from wmhflow.synth import write_cohort
-
-REPO = Path(__file__).resolve().parent.parent
-PREPROCESSED = [
-    ("T1w", "aligned"),
-    ("FLAIR", "n4"),
-    ("T1w", "n4"),
-    ("FLAIR", "quant"),
-    ("T1w", "quant"),
-    ("FLAIR", "tophat"),
-]
-
-
-def snakemake(workdir, *args):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def _save(img, data, path, qcode=1, scode=1, affine=None, sform=None):
