@@ -16,7 +16,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
 
 
-# segment.subjects_per_job: one segment job per subject, or one per chunk of subjects (docs/cluster.md §7)
+# segment.subjects_per_job: one infer job per subject, or one infer_batch job per chunk of subjects (docs/cluster.md §7)
 if PLAN.subjects_per_job == 1:
 
     include: "workflow/rules/infer.smk"

@@ -187,7 +187,7 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     for j in jobs:
         # the plugin's comment: rule_<rule>[_wildcards_<w>] or, for a group, rule_<group>_<rules...>;
         # a group name holds the subject's prefix (sub-X/anat/sub-X): not only word characters
-        m = re.match(r"rule_(train|segment|preprocess_\S+?|[a-z_]+?)(?:_wildcards_.*)?$", j.get("Comment", ""))
+        m = re.match(r"rule_(train|infer|preprocess_\S+?|[a-z_]+?)(?:_wildcards_.*)?$", j.get("Comment", ""))
         assert m, j
         name = m.group(1)
         key = "preprocess" if name.startswith("preprocess_") else name

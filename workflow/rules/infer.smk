@@ -1,5 +1,5 @@
-# FCN inference per subject (a GPU rule; `wmhflow infer`): probability map and mask on the FLAIR's grid, and the mask's
-# JSON sidecar (threshold used, flips, models of an ensemble, post-processing).
+# FCN inference per subject (a GPU rule; `wmhflow infer`): probability map and mask on the FLAIR's
+# grid, and the mask's JSON sidecar (threshold used, flips, models of an ensemble, post-processing).
 
 
 rule infer:

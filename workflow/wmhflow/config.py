@@ -221,8 +221,9 @@ def check_rule_names(given: dict[str, str], rules) -> None:
     """Fail on a rule name in a profile's ``set-resources``/``set-threads``/``groups`` that no rule has.
 
     ``given``: {rule name: the setting it came from}; ``rules``: the workflow's rules (with
-    :data:`SEGMENTATION_RULES`, whichever set is included). Snakemake ignores such a name without a word, so a
-    typo (or a rule renamed since) would leave a GPU job on the CPU partition with the default memory.
+    :data:`SEGMENTATION_RULES`, whichever set is included). Snakemake ignores such a name without a
+    word, so a typo (or a rule renamed since) would leave a GPU job on the CPU partition with the
+    default memory.
     """
     rules = set(rules) | set(SEGMENTATION_RULES)
     for name, setting in given.items():
