@@ -87,4 +87,4 @@ def test_wheel_in_a_fresh_venv_runs_the_cli_and_plans_a_run(tmp_path, small_coho
         env=env,
         cwd=workdir,
     )
-    assert "segment" in plan.stdout and "train" in plan.stdout, plan.stdout
+    assert "infer" in plan.stdout and "train" in plan.stdout, plan.stdout
