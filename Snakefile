@@ -11,8 +11,19 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/check.smk"
-include: "workflow/rules/preprocess.smk"
+
+
+# preprocess.jobs: a subject's check and preprocessing steps in one job, or one job per step
+if PLAN.preprocess_per_subject:
+
+    include: "workflow/rules/preprocess_subject.smk"
+
+else:
+
+    include: "workflow/rules/check.smk"
+    include: "workflow/rules/preprocess.smk"
+
+
 include: "workflow/rules/model.smk"
 
 

@@ -3,7 +3,8 @@
 Writes benchmarks/results/workflow_overhead.csv (issue 13). One run, one machine, side by side:
 
 - ``workflow``: ``snakemake --cores 2`` of the ``preprocess`` target and every subject's mask with
-  ``model.checkpoint`` set (check, align, N4 x2, requantize x2, top-hat, segment: 8 jobs a subject),
+  ``model.checkpoint`` set, once per ``preprocess.jobs`` value (per_subject: preprocess_subject + infer,
+  2 jobs a subject; per_step: check, align, N4 x2, requantize x2, top-hat, infer, 8 jobs a subject),
   wall time of the whole call / N; per rule, the mean ``s`` and ``max_rss`` of its ``benchmark:`` files.
 - ``in_process``: the same chain in this one process, ``wmhflow.segment.segment_subject(...,
   keep_intermediates=True)`` for each subject (imports paid once), wall / N; per step the timings the
@@ -72,7 +73,9 @@ def prepare(root: Path, subjects: int, seed: int) -> tuple[pd.DataFrame, Path]:
     return table, model
 
 
-def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[float, list[dict]]:
+def run_workflow(
+    root: Path, model: Path, subjects_per_job: int = 1, preprocess_jobs: str = "per_subject"
+) -> tuple[float, list[dict]]:
     """Wall seconds of the whole snakemake call, and one row per rule from its benchmark: files."""
     from wmhflow import config as wmh_config
     from wmhflow.plan import Plan
@@ -84,6 +87,7 @@ def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[fl
         "splits": {"train_per_site": 0.01},
         "model": {"name": MODEL_NAME, "checkpoint": str(model)},
         "segment": {"subjects_per_job": subjects_per_job},
+        "preprocess": {"jobs": preprocess_jobs},
     }
     (root / "run.yaml").write_text(json.dumps(config))
     import yaml
@@ -92,7 +96,7 @@ def run_workflow(root: Path, model: Path, subjects_per_job: int = 1) -> tuple[fl
     for key, value in config.items():
         full[key] = dict(full[key], **value) if isinstance(value, dict) else value
     wmh_config.validate(full)
-    workdir = root / "wf"
+    workdir = root / f"wf-{preprocess_jobs}-{subjects_per_job}"
     workdir.mkdir(exist_ok=True)
     plan = Plan(full, subjects_for_workflow(full, workdir=str(workdir)))
     masks = [plan.mask(s) for s in plan.subjects.index]
@@ -282,48 +286,58 @@ def main() -> int:
         default=1,
         help="segment.subjects_per_job of the workflow run (chunked segmentation)",
     )
+    parser.add_argument(
+        "--preprocess-jobs",
+        nargs="+",
+        default=["per_subject", "per_step"],
+        choices=("per_subject", "per_step"),
+        help="preprocess.jobs of the workflow runs, side by side (one run each)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         root.mkdir(parents=True, exist_ok=True)
         table, model = prepare(root, args.subjects, args.seed)
         print(f"{args.subjects} subjects, {table.iloc[0]['flair']}")
-        wf_wall, rule_rows = run_workflow(root, model, args.subjects_per_job)
+        runs = {mode: run_workflow(root, model, args.subjects_per_job, mode) for mode in args.preprocess_jobs}
         ip_wall, steps = run_in_process(root, table, model)
         n = args.subjects
-        call = rule_rows[0]["s"]
-        rows = [
-            {"label": args.label, "part": "per_subject", "name": "workflow", "s": round(wf_wall / n, 2)},
-            {"label": args.label, "part": "per_subject", "name": "in_process", "s": round(ip_wall / n, 2)},
-            {"label": args.label, "part": "ratio", "name": "workflow/in_process", "s": round(wf_wall / ip_wall, 3)},
-            # at cohort scale the call's fixed cost is spread over many subjects: what is left per subject
-            {
-                "label": args.label,
-                "part": "per_subject",
-                "name": "workflow less one call's fixed cost",
-                "s": round((wf_wall - call) / n, 2),
-            },
-            {
-                "label": args.label,
-                "part": "ratio",
-                "name": "(workflow less call's fixed cost)/in_process",
-                "s": round((wf_wall - call) / ip_wall, 3),
-            },
-        ]
-        for rule in rule_rows[:2]:
-            rows.append({"label": args.label, "part": "snakemake_call", "name": rule["rule"], "s": round(rule["s"], 2)})
-        for rule in rule_rows[2:]:
-            rows.append(
+        rows = []
+        for mode, (wf_wall, rule_rows) in runs.items():
+            call = rule_rows[0]["s"]
+            common = {"label": args.label, "preprocess_jobs": mode, "subjects_per_job": args.subjects_per_job}
+            rows += [
+                {**common, "part": "per_subject", "name": "workflow", "s": round(wf_wall / n, 2)},
+                {**common, "part": "ratio", "name": "workflow/in_process", "s": round(wf_wall / ip_wall, 3)},
+                # at cohort scale the call's fixed cost is spread over many subjects: what is left per subject
                 {
-                    "label": args.label,
-                    "part": "rule_job",
-                    "name": rule["rule"],
-                    "s": round(rule["s"], 2),
-                    "jobs": rule["jobs"],
-                    "max_rss_mb": round(rule["max_rss_mb"], 1),
-                    "mean_rss_mb": round(rule["mean_rss_mb"], 1),
-                }
-            )
+                    **common,
+                    "part": "per_subject",
+                    "name": "workflow less one call's fixed cost",
+                    "s": round((wf_wall - call) / n, 2),
+                },
+                {
+                    **common,
+                    "part": "ratio",
+                    "name": "(workflow less call's fixed cost)/in_process",
+                    "s": round((wf_wall - call) / ip_wall, 3),
+                },
+            ]
+            for rule in rule_rows[:2]:
+                rows.append({**common, "part": "snakemake_call", "name": rule["rule"], "s": round(rule["s"], 2)})
+            for rule in rule_rows[2:]:
+                rows.append(
+                    {
+                        **common,
+                        "part": "rule_job",
+                        "name": rule["rule"],
+                        "s": round(rule["s"], 2),
+                        "jobs": rule["jobs"],
+                        "max_rss_mb": round(rule["max_rss_mb"], 1),
+                        "mean_rss_mb": round(rule["mean_rss_mb"], 1),
+                    }
+                )
+        rows.append({"label": args.label, "part": "per_subject", "name": "in_process", "s": round(ip_wall / n, 2)})
         for step, seconds in steps.items():
             rows.append({"label": args.label, "part": "in_process_step", "name": step, "s": round(seconds, 2)})
         for imp in time_imports():

@@ -18,6 +18,9 @@ from test_workflow import PREPROCESSED, snakemake
 from wmhflow.paths import bids_path, prefix
 from wmhflow.synth import write_cohort
 
+#: the rule whose job checks a subject (preprocess.jobs: per_subject, the default; its first step)
+CHECK_RULE = "preprocess_subject"
+
 
 def _save(img, data, path, qcode=1, scode=1, affine=None, sform=None):
     affine = img.affine if affine is None else affine
@@ -128,9 +131,11 @@ def test_bad_subjects_stop_at_the_check_and_good_ones_finish(hostile_run):
         assert not (results / f"sub-{subject}").exists(), subject
         assert not (results / "checks" / f"{prefix(subject)}.json").exists()
         written = [p for p in results.rglob(f"*sub-{subject}*") if p.is_file()]
-        # only the check step's log and benchmark: logs/check_subject/sub-X/anat/sub-X.log
-        assert all(p.relative_to(results).parts[1] == "check_subject" for p in written), written
-        log = (results / "logs/check_subject" / f"{prefix(subject)}.log").read_text()
+        # only the log and benchmark of the subject's preprocessing job (it stopped at its first step,
+        # the check): logs/preprocess_subject/sub-X/anat/sub-X.log
+        assert all(p.relative_to(results).parts[1] == CHECK_RULE for p in written), written
+        log = (results / "logs" / CHECK_RULE / f"{prefix(subject)}.log").read_text()
+        assert "step 1 of 7 (check) failed; the steps after it did not run" in log, log
         errors = [line for line in log.splitlines() if ": error:" in line]
         assert len(errors) == 1 and f"{path}: " in errors[0] and problem in errors[0], (subject, log)
 
@@ -138,7 +143,7 @@ def test_bad_subjects_stop_at_the_check_and_good_ones_finish(hostile_run):
 @pytest.mark.slow
 def test_qform_differing_from_sform_is_processed_on_the_sform_and_said_once(hostile_run):
     root, results, _, _, _ = hostile_run
-    log = (results / "logs/check_subject" / f"{prefix('qformsform')}.log").read_text()
+    log = (results / "logs" / CHECK_RULE / f"{prefix('qformsform')}.log").read_text()
     assert log.count("qform and sform differ by up to 6 mm; the sform (code 1) is used") == 1
     flair = nib.load(str(next((root / "bad inputs/qs").glob("*.nii.gz"))))
     out = nib.load(str(bids_path(results, "qformsform", "FLAIR", desc="tophat")))
@@ -163,7 +168,7 @@ def test_the_error_line_and_the_status_table_reach_the_terminal(hostile_run):
     assert status.loc["qformsform", "status"] == "incomplete" and status.loc["qformsform", "outputs"] == "7/11"
     for subject, (path, problem) in expected.items():
         row = status.loc[subject]
-        assert (row["status"], row["step"]) == ("failed", "check_subject")
+        assert (row["status"], row["step"]) == ("failed", CHECK_RULE)
         assert f"{path}: " in row["reason"] and problem in row["reason"]
     # the same table at any time from the verb, from the run's own config file
     verb = subprocess.run(

@@ -194,6 +194,8 @@ def test_each_rule_is_named_after_the_verb_it_runs():
     for path in sorted(rules.glob("*.smk")):
         for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), re.MULTILINE):
             verbs = re.findall(r"wmhflow ([a-z][a-z0-9-]*)", body)
+            if verbs == ["steps"]:  # several verbs in one job (preprocess_subject): named for what they make
+                continue
             if verbs and not name.startswith(verbs[0].replace("-", "_")):
                 mismatched.append(f"{path.name}: rule {name} runs wmhflow {verbs[0]}")
     assert not mismatched, mismatched

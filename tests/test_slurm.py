@@ -34,7 +34,7 @@ PROFILES = REPO / "profiles"
 MODEL = "fcn2d"
 SUBJECTS = 6
 TIMEOUT_S = 1800  # the whole SLURM run; took about 8 min on 2 shared cores
-PREPROCESS_RULES = {"align_t1", "bias_correct", "requantize", "tophat"}
+PREPROCESS_RULES = {"check_subject", "align_t1", "bias_correct", "requantize", "tophat"}
 
 
 def _fixture(action, timeout=600):
@@ -205,12 +205,12 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
         assert j["Partition"] == "cpu", j
         assert j["JOB_GRES"] == "(null)" and "gpu" not in j["TRES"] + j.get("TresPerJob", ""), j
 
-    # preprocessing: one group job per subject, no separate per-step jobs
+    # preprocessing (preprocess.jobs: per_subject): one job per subject, no separate per-step jobs
     assert len(by_rule.get("preprocess", [])) == SUBJECTS, summary
     assert not PREPROCESS_RULES & set(by_rule), summary
     for j in by_rule["preprocess"]:
-        assert all(r in j["Comment"] for r in PREPROCESS_RULES), j
-        assert "cpu=2," in j["TRES"], j  # FLAIR and T1 chain side by side, one thread each
+        assert j["Comment"].startswith("rule_preprocess_subject"), j
+        assert "cpu=1," in j["TRES"], j  # the rule's 1 thread
 
     # with accounting (local_slurm.sh --accounting), sacct must tell the same story
     acct = _sacct_jobs([j["JobId"] for j in jobs])

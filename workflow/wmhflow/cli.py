@@ -30,6 +30,10 @@ VERBS = {
         "run the FCN on a chunk of subjects in one job (segment.subjects_per_job)",
     ),
     "place-segmentation": ("wmhflow.staging", "put one subject's segmentation from its chunk job at its final paths"),
+    "steps": (
+        "wmhflow.steps",
+        "run several verbs one after another in this one process (VERB ARGS :: VERB ARGS ...)",
+    ),
     "segment": ("wmhflow.segment", "whole chain for one subject without Snakemake: FLAIR + T1 -> WMH mask"),
     "evaluate": ("wmhflow.evaluation.evaluate", "score a segmentation against a reference, the WMH challenge's way"),
     "lesions": ("wmhflow.evaluation.lesions", "one row per 26-connected lesion of a mask"),
@@ -67,25 +71,30 @@ def main(argv=None) -> int:
     if top.verb is None:
         parser.print_help()
         return 2
-    module_name, help_text = VERBS[top.verb]
-    verb_parser = argparse.ArgumentParser(prog=f"wmhflow {top.verb}", description=help_text)
+    _configure_logging(top.verbose)
+    return run_verb(top.verb, rest)
+
+
+def run_verb(verb: str, argv: list[str]) -> int:
+    """Run one verb with its own arguments; its exit code (2 and one error line for a WmhflowError)."""
+    module_name, help_text = VERBS[verb]
+    verb_parser = argparse.ArgumentParser(prog=f"wmhflow {verb}", description=help_text)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            print(f"wmhflow {top.verb}: not available in this installation", file=sys.stderr)
+            print(f"wmhflow {verb}: not available in this installation", file=sys.stderr)
             return 2
         raise
     module.add_arguments(verb_parser)
-    args = verb_parser.parse_args(rest)
-    _configure_logging(top.verbose)
+    args = verb_parser.parse_args(argv)
     try:
         return int(module.main(args) or 0)
     except WmhflowError as exc:
-        print(f"wmhflow {top.verb}: error: {exc}", file=sys.stderr)
+        print(f"wmhflow {verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"wmhflow {top.verb}: interrupted", file=sys.stderr)
+        print(f"wmhflow {verb}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -215,17 +215,19 @@ def validate(config: dict) -> dict:
 RENAMED_RULES = {"segment": "infer", "segment_chunk": "infer_batch"}
 #: the Snakefile includes one of two sets by segment.subjects_per_job; a profile may size both
 SEGMENTATION_RULES = ("infer", "infer_batch", "place_segmentation")
+#: and one of two by preprocess.jobs (per_subject: the one rule; per_step: one rule per step)
+PREPROCESSING_RULES = ("preprocess_subject", "check_subject", "align_t1", "bias_correct", "requantize", "tophat")
 
 
 def check_rule_names(given: dict[str, str], rules) -> None:
     """Fail on a rule name in a profile's ``set-resources``/``set-threads``/``groups`` that no rule has.
 
     ``given``: {rule name: the setting it came from}; ``rules``: the workflow's rules (with
-    :data:`SEGMENTATION_RULES`, whichever set is included). Snakemake ignores such a name without a
-    word, so a typo (or a rule renamed since) would leave a GPU job on the CPU partition with the
-    default memory.
+    :data:`SEGMENTATION_RULES` and :data:`PREPROCESSING_RULES`, whichever sets are included).
+    Snakemake ignores such a name without a word, so a typo (or a rule renamed since) would leave a
+    GPU job on the CPU partition with the default memory.
     """
-    rules = set(rules) | set(SEGMENTATION_RULES)
+    rules = set(rules) | set(SEGMENTATION_RULES) | set(PREPROCESSING_RULES)
     for name, setting in given.items():
         if name in rules:
             continue

@@ -146,7 +146,7 @@ class Plan:
         root = Path(self.results)
         folders = ("*", f"*/{self.model}")  # logs/<rule>/ and logs/<rule>/<model>/
         logs = sorted(str(p) for folder in folders for p in root.glob(f"logs/{folder}/{subject}.log"))
-        first = self.log("check_subject", subject)
+        first = self.log("preprocess_subject" if self.preprocess_per_subject else "check_subject", subject)
         return ([first] if first in logs else []) + [p for p in logs if p != first]
 
     def cohort_log(self, rule_name) -> str:
@@ -194,6 +194,11 @@ class Plan:
 
     def subjects_in(self, *splits) -> list[str]:
         return [s for s, split in self.column("split").items() if split in splits]
+
+    @property
+    def preprocess_per_subject(self) -> bool:
+        """preprocess.jobs: one job per subject for its check and preprocessing steps, or one per step."""
+        return self.config.get("preprocess", {}).get("jobs", "per_subject") == "per_subject"
 
     def n4_input(self, wildcards) -> str:
         """The FLAIR as given, the T1 once aligned onto the FLAIR grid."""

@@ -1,0 +1,77 @@
+# preprocess.jobs: per_subject (the default). One job per subject runs its check, T1 alignment, N4, 8-bit
+# requantization and top-hat (`wmhflow steps`: the verbs and arguments of check.smk's and preprocess.smk's
+# rules, in one process), writing the same files as those rules. A bad subject stops at its check, the
+# first step, before any compute, with one line per problem in this rule's log.
+
+T1_STEPS = PLAN.needs_t1  # FLAIR-only channel sets (flair-3slice) have no T1 steps
+PREPROCESS_STEPS = [
+    "check --subject {wildcards.subject} --flair {input.flair:q} --t1={input.t1:q} "
+    "--reference={params.reference:q} --output {output.checked:q}",
+    *(
+        [
+            "align-t1 --flair {input.flair:q} --t1 {input.t1:q} --output {output.t1_aligned:q} "
+            "--mode {params.align_mode:q} --threads {threads}"
+        ]
+        if T1_STEPS
+        else []
+    ),
+    *(
+        f"bias-correct --input {{{source}:q}} --output {{output.{key}_n4:q}} --role {role} "
+        "--shrink {params.shrink:q} --iterations {params.iterations:q} "
+        "--control-points {params.control_points:q} --threads {threads} :: "
+        f"requantize --input {{output.{key}_n4:q}} --output {{output.{key}_quant:q}} --role {role} "
+        "--window {params.window:q} --low-pct {params.low:q} --high-pct {params.high:q}"
+        for key, role, source in [("flair", "FLAIR", "input.flair")]
+        + ([("t1", "T1w", "output.t1_aligned")] if T1_STEPS else [])
+    ),
+    "tophat --input {output.flair_quant:q} --output {output.tophat:q} --area {params.area:q} "
+    "--connectivity {params.connectivity:q}",
+]
+
+
+rule preprocess_subject:
+    input:
+        flair=subject_file("flair"),
+        t1=subject_file("t1") if T1_STEPS else PLAN.optional_subject_file("t1"),
+    output:
+        **(
+            dict(
+                t1_aligned=out("{subject}", "T1w", desc="aligned"),
+                t1_n4=out("{subject}", "T1w", desc="n4"),
+                t1_quant=out("{subject}", "T1w", desc="quant"),
+            )
+            if T1_STEPS
+            else {}
+        ),
+        checked=PLAN.check_file(),
+        flair_n4=out("{subject}", "FLAIR", desc="n4"),
+        flair_quant=out("{subject}", "FLAIR", desc="quant"),
+        tophat=out("{subject}", "FLAIR", desc="tophat"),
+    log:
+        log("preprocess_subject"),
+    benchmark:
+        bench("preprocess_subject")
+    conda:
+        "../../envs/preprocess.yaml"
+    # One thread: the steps run one after another, most of them single-threaded, so two subjects side by
+    # side keep 2 cores busier than one subject with 2 threads (workflow 14.7 vs 18.4 s a subject,
+    # benchmarks/results/workflow_overhead.csv); N4 gives the same voxels with 1 or 2 threads.
+    threads: 1
+    # Memory: the largest of its steps' sizes (they run one after another; N4's 1,000 MB, from measured
+    # peaks: docs/cluster.md, "Job sizes"); minutes: the steps' runtimes added up (5 + 10 + 4 x 5 + 5).
+    resources:
+        mem_mb=1000,
+        runtime=40,
+    params:
+        reference=subject_value("reference"),
+        align_mode=config["align"]["mode"],
+        shrink=config["bias_correction"]["shrink"],
+        iterations=config["bias_correction"]["iterations"],
+        control_points=config["bias_correction"]["control_points"],
+        window=config["requantize"]["window"],
+        low=config["requantize"]["low_percentile"],
+        high=config["requantize"]["high_percentile"],
+        area=config["tophat"]["area"],
+        connectivity=config["tophat"]["connectivity"],
+    shell:
+        "wmhflow steps " + " :: ".join(PREPROCESS_STEPS) + " > {log:q} 2>&1"
