@@ -210,7 +210,7 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     assert not PREPROCESS_RULES & set(by_rule), summary
     for j in by_rule["preprocess"]:
         assert j["Comment"].startswith("rule_preprocess_subject"), j
-        assert "cpu=1," in j["TRES"], j  # the rule's 1 thread
+        assert "cpu=2," in j["TRES"], j  # the rule's 2 threads
 
     # with accounting (local_slurm.sh --accounting), sacct must tell the same story
     acct = _sacct_jobs([j["JobId"] for j in jobs])
