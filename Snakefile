@@ -11,6 +11,7 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/step_commands.smk"
 
 
 # preprocess.jobs: a subject's check and preprocessing steps in one job, or one job per step

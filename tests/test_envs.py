@@ -102,11 +102,27 @@ def env_packages(env) -> tuple[dict[str, SpecifierSet], list[str]]:
 
 
 # ------------------------------------------------------------------- rules -> verbs -> imports
+def step_command_verbs() -> dict[str, str]:
+    """{step function: the wmhflow verb its command line starts with} from workflow/rules/step_commands.smk."""
+    text = (RULES / "step_commands.smk").read_text()
+    return dict(re.findall(r"^def (\w+_step)\(.*?\n\s+return \(?\s*f?\"([a-z][a-z0-9-]*) ", text, flags=re.M | re.S))
+
+
+def verbs_in(text: str, step_verbs: dict[str, str]) -> set[str]:
+    """The verbs a rule's text calls: literal `wmhflow VERB`, and step_commands.smk's `NAME_step(` calls."""
+    literal = set(re.findall(r"wmhflow\s+([a-z][a-z0-9-]*)", text))
+    return literal | {step_verbs[name] for name in re.findall(r"\b(\w+_step)\(", text) if name in step_verbs}
+
+
 def rules_by_env() -> dict[str, dict[str, set[str]]]:
-    """{env name: {rule: {wmhflow verbs its shell command calls}}} from workflow/rules/*.smk."""
+    """{env name: {rule: {wmhflow verbs its shell command calls}}} from workflow/rules/*.smk, following the
+    step commands of step_commands.smk, also when a rule file gathers them in a list before its rules."""
     found: dict[str, dict[str, set[str]]] = {}
+    step_verbs = step_command_verbs()
     for smk in sorted(RULES.glob("*.smk")):
         blocks = re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.M)
+        preamble = "" if re.match(r"rule \w+:", blocks[0]) else blocks[0]
+        preamble_names = set(re.findall(r"^([A-Z][A-Z0-9_]*) =", preamble, flags=re.M))
         for block in blocks:
             head = re.match(r"rule (\w+):", block)
             if not head:
@@ -114,7 +130,9 @@ def rules_by_env() -> dict[str, dict[str, set[str]]]:
             env = re.search(r"^\s+conda:\s*\n\s+[\"'](?:\.\./)*envs/(\w+)\.yaml[\"']", block, re.M)
             if not env:
                 continue
-            verbs = set(re.findall(r"wmhflow\s+([a-z][a-z0-9-]*)", block))
+            verbs = verbs_in(block, step_verbs)
+            if any(re.search(rf"\b{name}\b", block) for name in preamble_names):
+                verbs |= verbs_in(preamble, step_verbs)
             found.setdefault(env.group(1), {})[head.group(1)] = verbs
     return found
 
@@ -228,6 +246,14 @@ def test_env_holds_everything_its_rules_import(name):
     assert not missing, f"envs/{name}.yaml lacks " + "; ".join(
         f"{dist}, imported by {', '.join(sorted(r))}" for dist, r in sorted(missing.items())
     )
+
+
+def test_rule_verbs_follow_the_shared_step_commands():
+    # the preprocessing rules build their shell: from step_commands.smk's functions, not literal text
+    verbs = {rule: v for rules in rules_by_env().values() for rule, v in rules.items()}
+    assert step_command_verbs()["align_t1_step"] == "align-t1"
+    assert verbs["bias_correct"] == {"bias-correct"}
+    assert verbs["preprocess_subject"] >= {"check", "align-t1", "bias-correct", "requantize", "tophat"}
 
 
 def test_import_scan_sees_function_level_imports():

@@ -21,7 +21,6 @@ rule check_subject:
         mem_mb=800,
         runtime=5,
     params:
-        reference=subject_value("reference"),
+        **STEP_PARAMS["check"],
     shell:
-        "wmhflow check --subject {wildcards.subject} --flair {input.flair:q} --t1={input.t1:q} "
-        "--reference={params.reference:q} --output {output:q} > {log:q} 2>&1"
+        wmhflow_shell(check_step("input.flair", "input.t1", "output"))

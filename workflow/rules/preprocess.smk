@@ -22,10 +22,9 @@ rule align_t1:
         mem_mb=900,
         runtime=10,
     params:
-        mode=config["align"]["mode"],
+        **STEP_PARAMS["align_t1"],
     shell:
-        "wmhflow align-t1 --flair {input.flair:q} --t1 {input.t1:q} --output {output:q} "
-        "--mode {params.mode:q} --threads {threads} > {log:q} 2>&1"
+        wmhflow_shell(align_t1_step("input.flair", "input.t1", "output"))
 
 
 rule bias_correct:
@@ -49,13 +48,9 @@ rule bias_correct:
         mem_mb=1000,
         runtime=5,
     params:
-        shrink=config["bias_correction"]["shrink"],
-        iterations=config["bias_correction"]["iterations"],
-        control_points=config["bias_correction"]["control_points"],
+        **STEP_PARAMS["bias_correct"],
     shell:
-        "wmhflow bias-correct --input {input.image:q} --output {output:q} --role {wildcards.modality} "
-        "--shrink {params.shrink:q} --iterations {params.iterations:q} "
-        "--control-points {params.control_points:q} --threads {threads} > {log:q} 2>&1"
+        wmhflow_shell(bias_correct_step("input.image", "output", role="{wildcards.modality}"))
 
 
 rule requantize:
@@ -76,12 +71,9 @@ rule requantize:
         mem_mb=700,
         runtime=5,
     params:
-        window=config["requantize"]["window"],
-        low=config["requantize"]["low_percentile"],
-        high=config["requantize"]["high_percentile"],
+        **STEP_PARAMS["requantize"],
     shell:
-        "wmhflow requantize --input {input:q} --output {output:q} --role {wildcards.modality} "
-        "--window {params.window:q} --low-pct {params.low:q} --high-pct {params.high:q} > {log:q} 2>&1"
+        wmhflow_shell(requantize_step("input", "output", role="{wildcards.modality}"))
 
 
 rule tophat:
@@ -100,8 +92,6 @@ rule tophat:
         mem_mb=400,
         runtime=5,
     params:
-        area=config["tophat"]["area"],
-        connectivity=config["tophat"]["connectivity"],
+        **STEP_PARAMS["tophat"],
     shell:
-        "wmhflow tophat --input {input:q} --output {output:q} --area {params.area:q} "
-        "--connectivity {params.connectivity:q} > {log:q} 2>&1"
+        wmhflow_shell(tophat_step("input", "output"))

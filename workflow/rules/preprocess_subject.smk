@@ -1,31 +1,22 @@
 # preprocess.jobs: per_subject (the default). One job per subject runs its check, T1 alignment, N4, 8-bit
-# requantization and top-hat (`wmhflow steps`: the verbs and arguments of check.smk's and preprocess.smk's
-# rules, in one process), writing the same files as those rules. A bad subject stops at its check, the
+# requantization and top-hat (`wmhflow steps`: the command lines step_commands.smk defines for check.smk's
+# and preprocess.smk's rules, in one process), writing the same files as those rules. A bad subject stops at its check, the
 # first step, before any compute, with one line per problem in this rule's log.
 
 T1_STEPS = PLAN.needs_t1  # FLAIR-only channel sets (flair-3slice) have no T1 steps
+MODALITIES = [("flair", "FLAIR", "input.flair")] + ([("t1", "T1w", "output.t1_aligned")] if T1_STEPS else [])
 PREPROCESS_STEPS = [
-    "check --subject {wildcards.subject} --flair {input.flair:q} --t1={input.t1:q} "
-    "--reference={params.reference:q} --output {output.checked:q}",
+    check_step("input.flair", "input.t1", "output.checked"),
+    *([align_t1_step("input.flair", "input.t1", "output.t1_aligned")] if T1_STEPS else []),
     *(
-        [
-            "align-t1 --flair {input.flair:q} --t1 {input.t1:q} --output {output.t1_aligned:q} "
-            "--mode {params.align_mode:q} --threads {threads}"
-        ]
-        if T1_STEPS
-        else []
+        step
+        for key, role, source in MODALITIES
+        for step in (
+            bias_correct_step(source, f"output.{key}_n4", role=role),
+            requantize_step(f"output.{key}_n4", f"output.{key}_quant", role=role),
+        )
     ),
-    *(
-        f"bias-correct --input {{{source}:q}} --output {{output.{key}_n4:q}} --role {role} "
-        "--shrink {params.shrink:q} --iterations {params.iterations:q} "
-        "--control-points {params.control_points:q} --threads {threads} :: "
-        f"requantize --input {{output.{key}_n4:q}} --output {{output.{key}_quant:q}} --role {role} "
-        "--window {params.window:q} --low-pct {params.low:q} --high-pct {params.high:q}"
-        for key, role, source in [("flair", "FLAIR", "input.flair")]
-        + ([("t1", "T1w", "output.t1_aligned")] if T1_STEPS else [])
-    ),
-    "tophat --input {output.flair_quant:q} --output {output.tophat:q} --area {params.area:q} "
-    "--connectivity {params.connectivity:q}",
+    tophat_step("output.flair_quant", "output.tophat"),
 ]
 
 
@@ -64,15 +55,6 @@ rule preprocess_subject:
         mem_mb=1000,
         runtime=40,
     params:
-        reference=subject_value("reference"),
-        align_mode=config["align"]["mode"],
-        shrink=config["bias_correction"]["shrink"],
-        iterations=config["bias_correction"]["iterations"],
-        control_points=config["bias_correction"]["control_points"],
-        window=config["requantize"]["window"],
-        low=config["requantize"]["low_percentile"],
-        high=config["requantize"]["high_percentile"],
-        area=config["tophat"]["area"],
-        connectivity=config["tophat"]["connectivity"],
+        **{key: value for step_params in STEP_PARAMS.values() for key, value in step_params.items()},
     shell:
-        "wmhflow steps " + " :: ".join(PREPROCESS_STEPS) + " > {log:q} 2>&1"
+        wmhflow_shell(*PREPROCESS_STEPS)
