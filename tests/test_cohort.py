@@ -11,6 +11,7 @@ from conftest import wmhflow_command, write_nifti
 
 from wmhflow import cohort
 from wmhflow import config as wmh_config
+from wmhflow.cli import main as cli
 from wmhflow.errors import ConfigError, InputError
 from wmhflow.paths import prefix
 from wmhflow.workflow_subjects import subjects_for_workflow
@@ -236,6 +237,21 @@ def test_check_finds_corrupt_4d_nan_grid_and_labels(challenge_tree):
     assert "shape (8, 8, 5) differs from the FLAIR shape" in found[K("50")][0]
     assert "unknown label value(s) [7]" in found[K("52")][0]
     assert found[K("100")] == [] and found[K("101")] == []
+
+
+def test_discover_cli_selects_participants_as_the_workflow_does(tmp_path, challenge_tree, capsys):
+    out = tmp_path / "chosen.tsv"
+    assert cli(["discover", "--cohort", str(challenge_tree), "--participant-label", "sub-50", "0", "-o", str(out)]) == 0
+    table = pd.read_csv(out, sep="\t", dtype=str)
+    assert sorted(table["subject"]) == ["0", "50"]
+    out = tmp_path / "rest.tsv"
+    assert cli(["discover", "--cohort", str(challenge_tree), "--exclude-participant-label", "50", "-o", str(out)]) == 0
+    rest = pd.read_csv(out, sep="\t", dtype=str)
+    assert "50" not in set(rest["subject"]) and len(rest) == 6
+    typo = tmp_path / "typo.tsv"
+    assert cli(["discover", "--cohort", str(challenge_tree), "--participant-label", "99", "-o", str(typo)]) == 2
+    assert "--participant-label: not in the cohort: sub-99" in capsys.readouterr().err
+    assert not typo.exists()
 
 
 def test_discover_cli_writes_table_and_check_fails_cleanly(tmp_path, challenge_tree):

@@ -130,5 +130,5 @@ def main(args) -> int:
             tmp.write_text(text)
     else:
         sys.stdout.write(text)
-    log.info("sub-%s: every input image read and checked", args.subject)
+    log.info("%s: every input image read and checked", args.subject)  # --subject is the output prefix, sub- included
     return 0

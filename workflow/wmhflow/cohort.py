@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, WmhflowError
 from .paths import KEPT_ENTITIES, prefix
 
 log = logging.getLogger(__name__)
@@ -436,12 +436,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check", action="store_true", help="also read every image and check it")
     parser.add_argument("-o", "--output", help="write the table here (default: standard output)")
+    # The workflow's config keys of the same names (participant_label, ...), as BIDS apps name them.
+    for key, what in SELECTION_FLAGS.items():
+        parser.add_argument("--" + key.replace("_", "-"), nargs="+", default=[], metavar="LABEL", help=what)
+
+
+SELECTION_FLAGS = {
+    "participant_label": "only these participants (01 or sub-01)",
+    "exclude_participant_label": "all participants but these",
+    "session_label": "only these sessions (1 or ses-1)",
+    "exclude_session_label": "all sessions but these",
+}
 
 
 def main(args) -> int:
-    table = assign_splits(
-        discover(args.cohort, args.layout, args.images, args.bids_reference), args.train_per_site, args.seed
-    )
+    table = discover(args.cohort, args.layout, args.images, args.bids_reference)
+    try:  # selected before the splits are drawn, as the workflow does (workflow_subjects.py)
+        table = select(table, *(getattr(args, key) for key in SELECTION_FLAGS))
+    except ConfigError as exc:  # name the flag the user typed, not the config key
+        raise WmhflowError(f"--{exc.key.replace('_', '-')}: {exc.problem}") from None
+    table = assign_splits(table, args.train_per_site, args.seed)
     if args.check:
         problems = [p for s, row in table.iterrows() for p in check_subject(s, row)]
         for p in problems:

@@ -19,4 +19,5 @@ class ConfigError(WmhflowError):
 
     def __init__(self, key, problem):
         self.key = key
+        self.problem = problem
         super().__init__(f"config '{key}': {problem}")
