@@ -1,7 +1,7 @@
 # preprocess.jobs: per_subject (the default). One job per subject runs its check, T1 alignment, N4, 8-bit
 # requantization and top-hat (`wmhflow steps`: the command lines step_commands.smk defines for check.smk's
-# and preprocess.smk's rules, in one process), writing the same files as those rules. A bad subject stops at its check, the
-# first step, before any compute, with one line per problem in this rule's log.
+# and preprocess.smk's rules, in one process), writing the same files as those rules. A bad subject stops
+# at its check, the first step, before any compute, with one line per problem in this rule's log.
 
 T1_STEPS = PLAN.needs_t1  # FLAIR-only channel sets (flair-3slice) have no T1 steps
 MODALITIES = [("flair", "FLAIR", "input.flair")] + ([("t1", "T1w", "output.t1_aligned")] if T1_STEPS else [])
@@ -55,6 +55,6 @@ rule preprocess_subject:
         mem_mb=1000,
         runtime=40,
     params:
-        **{key: value for step_params in STEP_PARAMS.values() for key, value in step_params.items()},
+        **ALL_STEP_PARAMS,
     shell:
         wmhflow_shell(*PREPROCESS_STEPS)

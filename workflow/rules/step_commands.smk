@@ -19,6 +19,9 @@ STEP_PARAMS = {
     ),
     "tophat": dict(area=config["tophat"]["area"], connectivity=config["tophat"]["connectivity"]),
 }
+# Every step's params in one rule (preprocess_subject): the names must not clash across steps.
+ALL_STEP_PARAMS = {key: value for step_params in STEP_PARAMS.values() for key, value in step_params.items()}
+assert len(ALL_STEP_PARAMS) == sum(map(len, STEP_PARAMS.values())), "a params name is used by two steps"
 
 
 def check_step(flair, t1, output):
@@ -29,7 +32,10 @@ def check_step(flair, t1, output):
 
 
 def align_t1_step(flair, t1, output):
-    return f"align-t1 --flair {{{flair}:q}} --t1 {{{t1}:q}} --output {{{output}:q}} --mode {{params.mode:q}} --threads {{threads}}"
+    return (
+        f"align-t1 --flair {{{flair}:q}} --t1 {{{t1}:q}} --output {{{output}:q}} "
+        "--mode {params.mode:q} --threads {threads}"
+    )
 
 
 def bias_correct_step(image, output, role):
@@ -48,7 +54,10 @@ def requantize_step(image, output, role):
 
 
 def tophat_step(image, output):
-    return f"tophat --input {{{image}:q}} --output {{{output}:q}} --area {{params.area:q}} --connectivity {{params.connectivity:q}}"
+    return (
+        f"tophat --input {{{image}:q}} --output {{{output}:q}} "
+        "--area {params.area:q} --connectivity {params.connectivity:q}"
+    )
 
 
 def wmhflow_shell(*steps):
