@@ -19,7 +19,7 @@ STEP_PARAMS = {
     ),
     "tophat": dict(area=config["tophat"]["area"], connectivity=config["tophat"]["connectivity"]),
 }
-# Every step's params in one rule (preprocess_subject): the names must not clash across steps.
+# Every step's params at once, for preprocess_subject; the names must not clash across steps.
 ALL_STEP_PARAMS = {key: value for step_params in STEP_PARAMS.values() for key, value in step_params.items()}
 assert len(ALL_STEP_PARAMS) == sum(map(len, STEP_PARAMS.values())), "a params name is used by two steps"
 
