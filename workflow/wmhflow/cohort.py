@@ -452,7 +452,7 @@ SELECTION_FLAGS = {
 def main(args) -> int:
     table = discover(args.cohort, args.layout, args.images, args.bids_reference)
     try:  # selected before the splits are drawn, as the workflow does (workflow_subjects.py)
-        table = select(table, *(getattr(args, key) for key in SELECTION_FLAGS))
+        table = select(table, **{key: getattr(args, key) for key in SELECTION_FLAGS})
     except ConfigError as exc:  # name the flag the user typed, not the config key
         raise WmhflowError(f"--{exc.key.replace('_', '-')}: {exc.problem}") from None
     table = assign_splits(table, args.train_per_site, args.seed)
