@@ -283,8 +283,9 @@ def main() -> int:
     parser.add_argument(
         "--subjects-per-job",
         type=int,
-        default=1,
-        help="segment.subjects_per_job of the workflow run (chunked segmentation)",
+        nargs="+",
+        default=[1],
+        help="segment.subjects_per_job of the workflow runs (chunked segmentation), side by side",
     )
     parser.add_argument(
         "--preprocess-jobs",
@@ -299,13 +300,17 @@ def main() -> int:
         root.mkdir(parents=True, exist_ok=True)
         table, model = prepare(root, args.subjects, args.seed)
         print(f"{args.subjects} subjects, {table.iloc[0]['flair']}")
-        runs = {mode: run_workflow(root, model, args.subjects_per_job, mode) for mode in args.preprocess_jobs}
+        runs = {
+            (mode, per_job): run_workflow(root, model, per_job, mode)
+            for mode in args.preprocess_jobs
+            for per_job in args.subjects_per_job
+        }
         ip_wall, steps = run_in_process(root, table, model)
         n = args.subjects
         rows = []
-        for mode, (wf_wall, rule_rows) in runs.items():
+        for (mode, per_job), (wf_wall, rule_rows) in runs.items():
             call = rule_rows[0]["s"]
-            common = {"label": args.label, "preprocess_jobs": mode, "subjects_per_job": args.subjects_per_job}
+            common = {"label": args.label, "preprocess_jobs": mode, "subjects_per_job": per_job}
             rows += [
                 {**common, "part": "per_subject", "name": "workflow", "s": round(wf_wall / n, 2)},
                 {**common, "part": "ratio", "name": "workflow/in_process", "s": round(wf_wall / ip_wall, 3)},

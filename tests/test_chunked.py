@@ -72,14 +72,14 @@ def test_chunks_cover_every_subject_once_and_stay_put_when_subjects_are_added(tm
         plan.chunk_status_of(type("W", (), {"subject": "sub-99/anat/sub-99"}))
 
 
-def test_subjects_per_job_defaults_to_one_job_per_subject_and_is_checked():
+def test_subjects_per_job_defaults_to_chunks_of_8_and_is_checked():
     import yaml
 
     from wmhflow.config import validate
 
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
     validate(config)
-    assert config["segment"]["subjects_per_job"] == 1
+    assert config["segment"]["subjects_per_job"] == 8
     config["segment"]["subjects_per_job"] = 65
     with pytest.raises(ConfigError, match=r"segment.subjects_per_job.*maximum of 64"):
         validate(config)

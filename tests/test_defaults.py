@@ -96,6 +96,10 @@ def test_standalone_chain_uses_the_same_defaults_as_the_verbs():
     assert chain.area == tophat.AREA
     assert chain.connectivity == tophat.CONNECTIVITY
     assert chain.threshold == DEFAULT_THRESHOLD
+    # N4's voxels depend on its thread count: `wmhflow segment` pins the workflow's preprocess.threads
+    from wmhflow.config import schema
+
+    assert chain.kernel_threads == schema()["properties"]["preprocess"]["properties"]["threads"]["default"]
     # None = infer's constants, resolved when the chain runs (so importing segment needs no torch)
     assert chain.batch_size is None and chain.crop_margin is None
     predict = inspect.signature(infer.predict_volume).parameters

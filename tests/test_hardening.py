@@ -502,3 +502,44 @@ def test_status_table_from_the_plan_and_the_logs(tmp_path):
     )
     assert tuple(table.loc["04", ["status", "reason"]]) == ("failed", "MemoryError: out of memory")
     assert tuple(table.loc["05", ["status", "step"]]) == ("failed", "infer") and "tophat" in table.loc["05", "reason"]
+
+
+def test_status_names_the_chunk_mate_that_holds_back_a_subjects_segmentation(tmp_path):
+    """segment.subjects_per_job > 1: one job segments a chunk, so a subject whose preprocessing failed
+    keeps its chunk-mates from being segmented; they are 'blocked', naming it, not silently incomplete."""
+    import pandas as pd
+
+    from wmhflow.plan import Plan
+    from wmhflow.status import status_table
+
+    names = ["01", "02", "03", "04"]
+    subjects = pd.DataFrame(
+        {
+            "subject": names,
+            "session": [""] * 4,
+            "site": ["A"] * 4,
+            "flair": ["f"] * 4,
+            "t1": ["t"] * 4,
+            "reference": ["r"] * 4,
+            "split": ["test"] * 4,
+        },
+        index=pd.Index([prefix(s) for s in names], name="prefix"),
+    )
+    config = {"results": str(tmp_path / "results"), "model": {"name": "fcn2d", "checkpoint": "m.pt"}}
+    plan = Plan(dict(config, segment={"subjects_per_job": 2}), subjects)
+    assert list(plan.segment_chunks.values()) == [[prefix("01"), prefix("02")], [prefix("03"), prefix("04")]]
+    failing = Path(plan.log("preprocess_subject", prefix("01")))
+    failing.parent.mkdir(parents=True)
+    failing.write_text("wmhflow bias-correct: error: /data/01.nii.gz: FLAIR is broken\n")
+    table = status_table(plan).set_index("subject")
+    assert tuple(table.loc["01", ["status", "step"]]) == ("failed", "preprocess_subject")
+    assert tuple(table.loc["02", ["status", "step"]]) == ("blocked", "preprocess_subject")
+    assert (
+        table.loc["02", "reason"]
+        == "chunk-0000 waits for sub-01: wmhflow bias-correct: error: /data/01.nii.gz: FLAIR is broken"
+    )
+    # the other chunk does not wait for it
+    assert set(table.loc[["03", "04"], "status"]) == {"incomplete"}
+    # one job per subject: nobody waits for anybody
+    one = status_table(Plan(dict(config, segment={"subjects_per_job": 1}), subjects)).set_index("subject")
+    assert one.loc["02", "status"] == "incomplete"

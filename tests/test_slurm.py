@@ -195,11 +195,15 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     assert all(j["JobState"] == "COMPLETED" for j in jobs), summary
 
     assert len(by_rule.get("train", [])) == 1, summary
-    assert len(by_rule.get("infer", [])) == len(test_subjects), summary
-    for j in by_rule["train"] + by_rule["infer"]:
+    # segmentation (segment.subjects_per_job, default 8): one GPU job per chunk of test subjects
+    chunk = yaml.safe_load((REPO / "config.yaml").read_text())["segment"]["subjects_per_job"]
+    gpu_jobs = by_rule["train"] + by_rule.get("infer_batch", [])
+    assert len(by_rule.get("infer_batch", [])) == -(-len(test_subjects) // chunk), summary
+    assert "infer" not in by_rule, summary
+    for j in gpu_jobs:
         assert j["Partition"] == "gpu", j
         assert j["JOB_GRES"] == "gpu:1", j  # one (fake) GPU was allocated to the job
-    cpu_jobs = [j for key, js in by_rule.items() if key not in ("train", "infer") for j in js]
+    cpu_jobs = [j for key, js in by_rule.items() if key not in ("train", "infer_batch") for j in js]
     assert cpu_jobs
     for j in cpu_jobs:
         assert j["Partition"] == "cpu", j
@@ -210,7 +214,7 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
     assert not PREPROCESS_RULES & set(by_rule), summary
     for j in by_rule["preprocess"]:
         assert j["Comment"].startswith("rule_preprocess_subject"), j
-        assert "cpu=2," in j["TRES"], j  # the rule's 2 threads
+        assert "cpu=1," in j["TRES"], j  # preprocess.threads (default 1)
 
     # with accounting (local_slurm.sh --accounting), sacct must tell the same story
     acct = _sacct_jobs([j["JobId"] for j in jobs])
@@ -219,7 +223,7 @@ def test_workflow_on_slurm_gpu_partition_and_same_masks_as_local(slurm_cluster, 
         for j in jobs:
             row = acct[j["JobId"]]
             assert row[1] == j["Partition"], (row, j)
-            assert ("gres/gpu=1" in row[2]) == (j in by_rule["train"] + by_rule["infer"]), (row, j)
+            assert ("gres/gpu=1" in row[2]) == (j in gpu_jobs), (row, j)
 
     # ---------------------------------------------------------------- 3. same model, local run
     local_dir = tmp_path / "local"

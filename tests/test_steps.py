@@ -90,7 +90,9 @@ def test_steps_refuses_unknown_verbs_before_running_any():
 
 @pytest.mark.slow
 def test_per_subject_and_per_step_jobs_write_the_same_files(tmp_path):
-    """One job per subject (default) and one job per step: same preprocessed volumes, headers, sidecars."""
+    """One job per subject (default) and one job per step: same preprocessed volumes, headers, sidecars,
+    also when a profile gives the per-step N4 and registration jobs more CPUs (set-threads): N4's voxels
+    depend on its thread count, so the commands pass preprocess.threads, not the job's CPUs."""
     cohort = tmp_path / "cohort"
     write_cohort(cohort, subjects=2, seed=4, small=True)
     outputs = {}
@@ -98,8 +100,11 @@ def test_per_subject_and_per_step_jobs_write_the_same_files(tmp_path):
         workdir = tmp_path / mode
         workdir.mkdir()
         config = [f"cohort={cohort}", "results=out", f"preprocess={{jobs: {mode}}}"]
-        run = snakemake(workdir, "preprocess", config=config)
+        more_cpus = ["--set-threads", "bias_correct=2", "align_t1=2"] if mode == "per_step" else []
+        run = snakemake(workdir, "preprocess", "-p", *more_cpus, config=config)
         assert run.returncode == 0, run.stderr[-3000:]
+        commands = [line for line in run.stdout.splitlines() + run.stderr.splitlines() if "--control-points" in line]
+        assert commands and all("--threads 1 " in c + " " for c in commands), commands
         rules = {p.name for p in (workdir / "out/logs").iterdir()}
         expected = (
             {"preprocess_subject"}

@@ -14,7 +14,7 @@ rule align_t1:
         bench("align_t1")
     conda:
         "../../envs/preprocess.yaml"
-    threads: 2
+    threads: KERNEL_THREADS
     # Peak RSS 147 MB + 6 MB per Mvoxel passing through (benchmarks/results/resources.csv); a registration
     # was not measured at 3D size: sized with N4's slope (26 MB per Mvoxel) at 256^3 x 1.5. Minutes:
     # registration of a 3D T1 takes longer than a pass-through; 10 leaves room on a slow node.
@@ -41,9 +41,9 @@ rule bias_correct:
         modality="FLAIR|T1w",
     conda:
         "../../envs/preprocess.yaml"
-    threads: 2
+    threads: KERNEL_THREADS
     # Peak RSS 172 MB + 26 MB per Mvoxel (benchmarks/results/resources.csv), sized for 256^3 (16.8
-    # Mvoxels) x 1.5; 1.25 s per Mvoxel with 2 threads: ~1 min at 256^3, x2 with 1 thread (profiles/slurm)
+    # Mvoxels) x 1.5; 1.25 s per Mvoxel with 2 threads: ~1 min at 256^3, x2 with preprocess.threads 1 (default)
     resources:
         mem_mb=1000,
         runtime=5,

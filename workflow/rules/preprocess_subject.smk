@@ -44,11 +44,9 @@ rule preprocess_subject:
         bench("preprocess_subject")
     conda:
         "../../envs/preprocess.yaml"
-    # 2 threads, as the per-step rules' N4 and registration: N4's voxels depend on its thread count in
-    # the last float bits (1 vs 2: up to 2e-5 relative), and both modes must write the same files. With 1
-    # thread two subjects ran side by side, 14.7 instead of 18.4 s a subject (workflow_overhead.csv),
-    # but then per_subject and per_step outputs differ in those bits.
-    threads: 2
+    # preprocess.threads (default 1), as the per-step rules: N4 and the registration get it on their
+    # command line (step_commands.smk), so both modes write the same files under any profile.
+    threads: KERNEL_THREADS
     # Memory: the largest of its steps' sizes (they run one after another; N4's 1,000 MB, from measured
     # peaks: docs/cluster.md, "Job sizes"); minutes: the steps' runtimes added up (5 + 10 + 4 x 5 + 5).
     resources:

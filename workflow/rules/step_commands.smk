@@ -19,6 +19,9 @@ STEP_PARAMS = {
     ),
     "tophat": dict(area=config["tophat"]["area"], connectivity=config["tophat"]["connectivity"]),
 }
+# N4's and the registration's thread count, part of the command and not {threads}: their voxels depend on
+# it, so a profile's set-threads (the CPUs a job asks for) must not change the files (config.yaml).
+KERNEL_THREADS = config["preprocess"]["threads"]
 # Every step's params at once, for preprocess_subject; the names must not clash across steps.
 ALL_STEP_PARAMS = {key: value for step_params in STEP_PARAMS.values() for key, value in step_params.items()}
 assert len(ALL_STEP_PARAMS) == sum(map(len, STEP_PARAMS.values())), "a params name is used by two steps"
@@ -34,7 +37,7 @@ def check_step(flair, t1, output):
 def align_t1_step(flair, t1, output):
     return (
         f"align-t1 --flair {{{flair}:q}} --t1 {{{t1}:q}} --output {{{output}:q}} "
-        "--mode {params.mode:q} --threads {threads}"
+        f"--mode {{params.mode:q}} --threads {KERNEL_THREADS}"
     )
 
 
@@ -42,7 +45,7 @@ def bias_correct_step(image, output, role):
     return (
         f"bias-correct --input {{{image}:q}} --output {{{output}:q}} --role {role} "
         "--shrink {params.shrink:q} --iterations {params.iterations:q} "
-        "--control-points {params.control_points:q} --threads {threads}"
+        f"--control-points {{params.control_points:q}} --threads {KERNEL_THREADS}"
     )
 
 

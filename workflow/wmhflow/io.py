@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -208,6 +209,24 @@ def save_like(
     with atomic_output(path) as tmp:
         nib.save(out, str(tmp))
     return path
+
+
+@contextmanager
+def itk_threads(threads: int):
+    """ITK's global thread count set to ``threads`` (0: left as it is) for the block, then restored.
+
+    N4's inner B-spline fit and the registration take the global count, not a filter's own, and their
+    voxels depend on it in the last float bits: the chain pins it so the files do not depend on the machine.
+    """
+    import SimpleITK as sitk
+
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    if threads:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
 
 # ITK uses LPS world coordinates, NIfTI/nibabel RAS: the first two world axes flip sign.

@@ -21,7 +21,7 @@ import numpy as np
 from .checks import check_images
 from .errors import InputError, WmhflowError
 from .fcn.calibration import DEFAULT_THRESHOLD
-from .io import load_nifti, save_like, voxels
+from .io import itk_threads, load_nifti, save_like, voxels
 from .paths import bids_path, sidecar_path
 from .preprocess.bias import CONTROL_POINTS, ITERATIONS, SHRINK
 from .preprocess.quantize import (
@@ -76,7 +76,11 @@ class ChainSettings:
     #: None = infer's defaults
     min_lesion_mm3: float | None = None
     min_depth_mm: float | None = None
+    #: torch's threads (wmhflow segment sets them; 0: all cores)
     threads: int = 0
+    #: N4's and the registration's threads: their voxels depend on it, so it is fixed (the workflow's
+    #: preprocess.threads default) rather than the machine's cores; the same files as the workflow
+    kernel_threads: int = 1
     keep_intermediates: bool = False
 
     @classmethod
@@ -101,7 +105,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, sett
     c = settings or ChainSettings()
     align_mode, shrink, iterations, control_points = c.align_mode, c.shrink, c.iterations, c.control_points
     low_pct, high_pct, window, area, connectivity = c.low_pct, c.high_pct, c.window, c.area, c.connectivity
-    device, precision, threshold, tta, threads = c.device, c.precision, c.threshold, c.tta, c.threads
+    device, precision, threshold, tta = c.device, c.precision, c.threshold, c.tta
     keep_intermediates = c.keep_intermediates
     batch_size = infer.BATCH_SIZE if c.batch_size is None else c.batch_size
     crop_margin = infer.CROP_MARGIN if c.crop_margin is None else c.crop_margin
@@ -140,14 +144,15 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, sett
 
     started = time.perf_counter()
     if t1 is not None:
-        aligned_img = align_t1_to_flair(flair, t1, align_mode, t1_path, flair_path)
+        with itk_threads(c.kernel_threads):
+            aligned_img = align_t1_to_flair(flair, t1, align_mode, t1_path, flair_path)
         keep(np.asanyarray(aligned_img.dataobj), "T1w", "aligned", aligned_img.get_data_dtype())  # as the rule
         aligned = voxels(aligned_img)
         step("align_t1", started)
     chains = [("flair", "FLAIR", voxels(flair))] + ([("t1", "T1w", aligned)] if t1 is not None else [])
     for key, suffix, data in chains:
         started = time.perf_counter()
-        corrected, _ = n4_correct_array(flair, data, None, shrink, iterations, control_points, threads)
+        corrected, _ = n4_correct_array(flair, data, None, shrink, iterations, control_points, c.kernel_threads)
         keep(corrected, suffix, "n4", np.float32)
         step(f"bias_correct_{suffix}", started)
         started = time.perf_counter()
@@ -261,6 +266,12 @@ def add_arguments(parser) -> None:
         "--keep-intermediates", action="store_true", help="also write the aligned, N4, 8-bit and top-hat volumes"
     )
     parser.add_argument("--threads", type=int, default=0, help="0: all cores")
+    parser.add_argument(
+        "--kernel-threads",
+        type=int,
+        default=1,
+        help="threads of N4 and the registration, whose voxels depend on it (the workflow's preprocess.threads)",
+    )
 
 
 def main(args) -> int:

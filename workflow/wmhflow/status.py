@@ -8,7 +8,8 @@ a crash or a kill too:
 - ``done``: every output of the subject exists;
 - ``failed``: a rule of the subject logged an error; ``step`` is that rule, ``reason`` the one-line
   message (``wmhflow <verb>: error: <file>: <problem>``) from its log;
-- ``blocked``: the subject's own steps did not fail but something it needs did (the model's training);
+- ``blocked``: the subject's own steps did not fail but something it needs did (the model's training,
+  or a subject of its segmentation chunk whose own step failed: the chunk's one job cannot start);
 - ``incomplete``: not run yet, or interrupted (run again; after a kill, ``snakemake --unlock`` first).
 """
 
@@ -48,6 +49,16 @@ def _subject_targets(plan, subject) -> list[str]:
     return [plan.check_file(subject)] + [t for t in one.all_targets() if t not in shared]
 
 
+def _own_failure(plan, subject) -> tuple[str, str] | None:
+    """(rule, one-line reason) of the first of the subject's own rules whose log shows a failure."""
+    for log_file in plan.subject_logs(subject):
+        reason = error_line(log_file)
+        if reason:
+            # logs/<rule>/[<model>/]<prefix folders>/<prefix>.log: the rule is the first folder below logs/
+            return Path(log_file).relative_to(Path(plan.results) / "logs").parts[0], reason
+    return None
+
+
 def subject_status(plan, subject) -> dict:
     row = plan.subjects.loc[subject]
     targets = _subject_targets(plan, subject)
@@ -64,12 +75,9 @@ def subject_status(plan, subject) -> dict:
     }
     if present == len(targets):
         return status
-    for log_file in plan.subject_logs(subject):
-        reason = error_line(log_file)
-        if reason:
-            # logs/<rule>/[<model>/]<prefix folders>/<prefix>.log: the rule is the first folder below logs/
-            step = Path(log_file).relative_to(Path(plan.results) / "logs").parts[0]
-            return dict(status, status="failed", step=step, reason=reason)
+    failure = _own_failure(plan, subject)
+    if failure:
+        return dict(status, status="failed", step=failure[0], reason=failure[1])
     chunk = plan.segment_chunk_of.get(subject) if plan.subjects_per_job > 1 else None
     # a chunk job that failed as a whole (its model file, say; Snakemake then deleted its table): its
     # subjects have no log of their own
@@ -78,6 +86,12 @@ def subject_status(plan, subject) -> dict:
         reason = error_line(chunk_log)
         if reason:
             return dict(status, status="failed", step="infer_batch", reason=f"{chunk}: {reason}")
+    # one segment job serves the chunk: a chunk-mate whose own step failed holds back this subject's mask
+    for other in plan.segment_chunks.get(chunk, []) if chunk else []:
+        failure = _own_failure(plan, other) if other != subject else None
+        if failure:
+            step, reason = failure
+            return dict(status, status="blocked", step=step, reason=f"{chunk} waits for {plan.label(other)}: {reason}")
     train_log = plan.train_log()
     if plan.trains_model and row["split"] in ("test", "predict") and not Path(plan.model_file()).exists():
         reason = error_line(train_log)

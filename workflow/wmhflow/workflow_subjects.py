@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cohort import assign_splits, discover, select
+from .cohort import SELECTION_FLAGS, assign_splits, discover, select
 from .errors import ConfigError
 
 
@@ -33,11 +33,5 @@ def subjects_for_workflow(config: dict, workdir=".") -> pd.DataFrame:
         # results/sub-*/ would then be read back as BIDS subjects on the next run.
         raise ConfigError("results", f"{results} is the input cohort's own folder; choose another output folder")
     table = discover(cohort, layout, config["challenge_images"], config["bids_reference"], exclude=[results])
-    table = select(
-        table,
-        config["participant_label"],
-        config["exclude_participant_label"],
-        config["session_label"],
-        config["exclude_session_label"],
-    )
+    table = select(table, **{key: config[key] for key in SELECTION_FLAGS})  # by keyword: no order to keep
     return assign_splits(table, config["splits"]["train_per_site"], config["splits"]["seed"])

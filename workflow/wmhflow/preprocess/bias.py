@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ..io import from_sitk, load_nifti, save_like, to_sitk, voxels
+from ..io import from_sitk, itk_threads, load_nifti, save_like, to_sitk, voxels
 from .headmask import head_mask_array
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def n4_correct_array(
     n4.SetNumberOfControlPoints([int(control_points)] * 3)
     if threads:
         n4.SetNumberOfThreads(int(threads))
-    n4.Execute(small, small_mask)
-    field = np.exp(from_sitk(n4.GetLogBiasFieldAsImage(image))).astype(np.float32)
+    with itk_threads(threads):  # its inner B-spline fit takes the global count, not the filter's
+        n4.Execute(small, small_mask)
+        field = np.exp(from_sitk(n4.GetLogBiasFieldAsImage(image))).astype(np.float32)
     corrected = (data + offset) / field - offset
     return corrected.astype(np.float32), field
 
