@@ -106,3 +106,14 @@ def test_standalone_chain_uses_the_same_defaults_as_the_verbs():
     assert predict["batch_size"].default == infer.BATCH_SIZE
     # a library call without a margin is exact; the verbs and the workflow trade that for speed
     assert predict["crop_margin"].default == infer.EXACT_MARGIN
+
+
+def test_segment_refuses_a_kernel_thread_count_below_one():
+    import subprocess
+
+    from conftest import wmhflow_command
+
+    args = ["segment", "--flair", "f.nii.gz", "--model", "m.pt", "-o", "out", "--kernel-threads", "0"]
+    run = subprocess.run(wmhflow_command() + args, capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "argument --kernel-threads: must be at least 1, got 0" in run.stderr

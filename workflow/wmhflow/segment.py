@@ -23,7 +23,7 @@ from .errors import InputError, WmhflowError
 from .fcn.calibration import DEFAULT_THRESHOLD
 from .io import itk_threads, load_nifti, save_like, voxels
 from .paths import bids_path, sidecar_path
-from .preprocess.bias import CONTROL_POINTS, ITERATIONS, SHRINK
+from .preprocess.bias import CONTROL_POINTS, ITERATIONS, SHRINK, _int_at_least
 from .preprocess.quantize import (
     HIGH_PCT,
     LOW_PCT,
@@ -268,7 +268,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: all cores")
     parser.add_argument(
         "--kernel-threads",
-        type=int,
+        type=_int_at_least(1),
         default=1,
         help="threads of N4 and the registration, whose voxels depend on it (the workflow's preprocess.threads)",
     )
