@@ -259,6 +259,25 @@ def test_registration_is_reproducible(clean_subject):
     np.testing.assert_allclose(again, first, atol=1e-4)
 
 
+def test_align_pins_its_threads_for_the_registration_only(clean_subject):
+    """``threads`` is the registration's own count: the voxels are those of ITK set globally to that many
+    threads, and the caller's global setting is left as it was (the align step's ``--threads`` and
+    ``wmhflow segment --kernel-threads`` both go through it)."""
+    import SimpleITK as sitk
+
+    flair, t1, _ = clean_subject
+    moved = nib.Nifti1Image(voxels(t1), rigid(3.0, [2.0, -1.0, 1.0]) @ t1.affine)
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    pinned = np.asarray(align_t1_to_flair(flair, moved, "auto", threads=1).dataobj)
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == before
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        global_one = np.asarray(align_t1_to_flair(flair, moved, "auto").dataobj)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+    np.testing.assert_array_equal(pinned, global_one)
+
+
 def test_align_never_refuses_a_t1_on_another_grid(clean_subject):
     flair, t1, _ = clean_subject
     moved = nib.Nifti1Image(voxels(t1), rigid(0, [5.0, 0, 0]) @ t1.affine)

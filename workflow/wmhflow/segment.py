@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .arguments import int_at_least
 from .checks import check_images
 from .errors import InputError, WmhflowError
 from .fcn.calibration import DEFAULT_THRESHOLD
-from .io import itk_threads, load_nifti, save_like, voxels
+from .io import load_nifti, save_like, voxels
 from .paths import bids_path, sidecar_path
-from .preprocess.bias import CONTROL_POINTS, ITERATIONS, SHRINK, _int_at_least
+from .preprocess.bias import CONTROL_POINTS, ITERATIONS, SHRINK
 from .preprocess.quantize import (
     HIGH_PCT,
     LOW_PCT,
@@ -144,8 +145,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, sett
 
     started = time.perf_counter()
     if t1 is not None:
-        with itk_threads(c.kernel_threads):
-            aligned_img = align_t1_to_flair(flair, t1, align_mode, t1_path, flair_path)
+        aligned_img = align_t1_to_flair(flair, t1, align_mode, t1_path, flair_path, c.kernel_threads)
         keep(np.asanyarray(aligned_img.dataobj), "T1w", "aligned", aligned_img.get_data_dtype())  # as the rule
         aligned = voxels(aligned_img)
         step("align_t1", started)
@@ -268,7 +268,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: all cores")
     parser.add_argument(
         "--kernel-threads",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1,
         help="threads of N4 and the registration, whose voxels depend on it (the workflow's preprocess.threads)",
     )

@@ -59,7 +59,16 @@ def _own_failure(plan, subject) -> tuple[str, str] | None:
     return None
 
 
-def subject_status(plan, subject) -> dict:
+def subject_status(plan, subject, own_failures: dict | None = None) -> dict:
+    """One row of the status table. ``own_failures``: a cache of :func:`_own_failure` per subject shared
+    by the rows of one table, so that a blocked chunk's logs are read once, not once per chunk-mate."""
+    own_failures = {} if own_failures is None else own_failures
+
+    def own_failure(key):
+        if key not in own_failures:
+            own_failures[key] = _own_failure(plan, key)
+        return own_failures[key]
+
     row = plan.subjects.loc[subject]
     targets = _subject_targets(plan, subject)
     present = sum(Path(t).exists() for t in targets)
@@ -75,7 +84,7 @@ def subject_status(plan, subject) -> dict:
     }
     if present == len(targets):
         return status
-    failure = _own_failure(plan, subject)
+    failure = own_failure(subject)
     if failure:
         return dict(status, status="failed", step=failure[0], reason=failure[1])
     chunk = plan.segment_chunk_of.get(subject) if plan.subjects_per_job > 1 else None
@@ -87,8 +96,9 @@ def subject_status(plan, subject) -> dict:
         if reason:
             return dict(status, status="failed", step="infer_batch", reason=f"{chunk}: {reason}")
     # one segment job serves the chunk: a chunk-mate whose own step failed holds back this subject's mask
-    for other in plan.segment_chunks.get(chunk, []) if chunk else []:
-        failure = _own_failure(plan, other) if other != subject else None
+    chunk_mates = [other for other in plan.segment_chunks.get(chunk, []) if other != subject] if chunk else []
+    for other in chunk_mates:
+        failure = own_failure(other)
         if failure:
             step, reason = failure
             return dict(status, status="blocked", step=step, reason=f"{chunk} waits for {plan.label(other)}: {reason}")
@@ -101,7 +111,8 @@ def subject_status(plan, subject) -> dict:
 
 
 def status_table(plan) -> pd.DataFrame:
-    return pd.DataFrame([subject_status(plan, s) for s in plan.subjects.index], columns=COLUMNS)
+    own_failures: dict = {}
+    return pd.DataFrame([subject_status(plan, s, own_failures) for s in plan.subjects.index], columns=COLUMNS)
 
 
 def write_status(plan, stream=sys.stderr) -> pd.DataFrame:

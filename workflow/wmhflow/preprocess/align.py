@@ -13,8 +13,9 @@ import time
 import nibabel as nib
 import numpy as np
 
+from ..arguments import int_at_least
 from ..errors import InputError
-from ..io import from_sitk, load_nifti, require_same_grid, same_grid, save_like, to_sitk
+from ..io import from_sitk, itk_threads, load_nifti, require_same_grid, same_grid, save_like, to_sitk
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "always", "never")
@@ -69,8 +70,12 @@ def resample_to(flair, t1, transform) -> np.ndarray:
     return from_sitk(out)
 
 
-def align_t1_to_flair(flair, t1, mode: str = "auto", t1_path="T1", flair_path="FLAIR"):
-    """The T1 on the FLAIR's exact grid (a nibabel image with the FLAIR's affine and header)."""
+def align_t1_to_flair(flair, t1, mode: str = "auto", t1_path="T1", flair_path="FLAIR", threads: int = 0):
+    """The T1 on the FLAIR's exact grid (a nibabel image with the FLAIR's affine and header).
+
+    ``threads``: ITK's threads for the registration and resampling (0: ITK's default, all cores); the
+    registered voxels depend on it, so the workflow pins it (``preprocess.threads``).
+    """
     if mode not in MODES:
         raise ValueError(f"align mode {mode!r} is not one of {MODES}")
     on_grid = same_grid(t1, flair)
@@ -87,14 +92,15 @@ def align_t1_to_flair(flair, t1, mode: str = "auto", t1_path="T1", flair_path="F
         require_registrable(flair, flair_path, "FLAIR")
         require_registrable(t1, t1_path, "T1")
         start = time.perf_counter()
-        transform, metric = register_rigid(flair, t1)
+        with itk_threads(threads):
+            transform, metric = register_rigid(flair, t1)
+            data = resample_to(flair, t1, transform).astype(np.float32)  # interpolated: real-valued
         log.info(
-            "rigid T1->FLAIR registration in %.1f s, Mattes MI %.4f, transform %s",
+            "rigid T1->FLAIR registration and resampling in %.1f s, Mattes MI %.4f, transform %s",
             time.perf_counter() - start,
             metric,
             transform,
         )
-        data = resample_to(flair, t1, transform).astype(np.float32)  # interpolated: real-valued
     header = flair.header.copy()
     header.set_data_dtype(data.dtype)
     return nib.Nifti1Image(data, flair.affine, header)
@@ -110,17 +116,13 @@ def add_arguments(parser) -> None:
         choices=MODES,
         help="auto: register only when the grids differ; always; never: require the same grid",
     )
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--threads", type=int_at_least(0), default=0, help="0: all cores")
 
 
 def main(args) -> int:
-    if args.threads:
-        import SimpleITK as sitk
-
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     flair = load_nifti(args.flair, "FLAIR")
     t1 = load_nifti(args.t1, "T1")
-    aligned = align_t1_to_flair(flair, t1, args.mode, args.t1, args.flair)
+    aligned = align_t1_to_flair(flair, t1, args.mode, args.t1, args.flair, args.threads)
     save_like(
         np.asanyarray(aligned.dataobj),
         flair,

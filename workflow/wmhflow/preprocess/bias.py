@@ -12,12 +12,12 @@ whatever the shrink factor.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 
 import numpy as np
 
+from ..arguments import int_at_least
 from ..io import from_sitk, itk_threads, load_nifti, save_like, to_sitk, voxels
 from .headmask import head_mask_array
 
@@ -59,26 +59,13 @@ def n4_correct_array(
     return corrected.astype(np.float32), field
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--role", default="image", help="FLAIR or T1, for messages")
     parser.add_argument(
         "--shrink",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         nargs=3,
         default=SHRINK,
         metavar=("I", "J", "K"),
@@ -86,18 +73,18 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--iterations",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         nargs="+",
         default=ITERATIONS,
         help="iterations per fitting level (one number per level)",
     )
     parser.add_argument(
         "--control-points",
-        type=_int_at_least(4),
+        type=int_at_least(4),
         default=CONTROL_POINTS,
         help="B-spline control points per axis at the first level (>= 4: cubic splines)",
     )
-    parser.add_argument("--threads", type=_int_at_least(0), default=0, help="0: all cores")
+    parser.add_argument("--threads", type=int_at_least(0), default=0, help="0: all cores")
 
 
 def main(args) -> int:
