@@ -249,14 +249,16 @@ def _has_avx512() -> bool:
 
 
 def score(
-    model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), ttas=("none",)
+    model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), ttas=("none",), save_probabilities=None
 ) -> dict[tuple, list[dict]]:
     """Segment and score each test subject with the model (a list: an ensemble, probabilities averaged as
     ``wmhflow infer`` averages them): {(tta, threshold, min_depth_mm): rows}.
 
     One FCN pass per subject and test-time augmentation serves every post-processing variant.
     ``thresholds``: "auto" (the model's calibrated one for that augmentation, as ``wmhflow infer``
-    uses it) or numbers. ``ttas``: "none" and/or "flip" (``segment.tta``).
+    uses it) or numbers. ``ttas``: "none" and/or "flip" (``segment.tta``). ``save_probabilities``: a
+    folder to keep each subject's probability map in (``<tta>/<subject>.npy``, float16), so that
+    post-processing variants can be compared later without another FCN pass.
     """
     from wmhflow.fcn.device import set_threads
     from wmhflow.fcn.infer import left_right_axis, make_mask, predict_volume, resolve_threshold
@@ -279,6 +281,10 @@ def score(
             prob = predict_volume(
                 model, volumes, channels, "auto", "auto", 8, crop_margin=16, tta=tta, flip_axis=flip_axis
             )
+            if save_probabilities:
+                kept = Path(save_probabilities) / tta / f"{r['subject']}.npy"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                np.save(kept, prob.astype(np.float16))
             for spec, depth in [(s, d) for t, s, d in out if t == tta]:
                 cut = cuts[tta, spec]
                 mask, _ = make_mask(prob, volumes["flair"], ref.header.get_zooms()[:3], cut, min_depth_mm=depth)
@@ -395,6 +401,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--tag", default="", help="suffix of the run's name (e.g. a variant under test)")
     parser.add_argument(
+        "--save-probabilities",
+        default=None,
+        help="folder to keep each test subject's probability map in (<tta>/<subject>.npy), for post-processing sweeps",
+    )
+    parser.add_argument(
         "--overrides",
         type=json.loads,
         default={},
@@ -474,7 +485,15 @@ def main(argv=None) -> int:
                         raise SystemExit(f"--ensemble-with: no trained model at {', '.join(missing)}")
                     model_path = [model_path, *members]
                     run = run + "|ensemble-" + "+".join(args.ensemble_with)
-                scored = score(model_path, test_rows, args.threads, args.min_depth_mm, args.thresholds, args.tta)
+                scored = score(
+                    model_path,
+                    test_rows,
+                    args.threads,
+                    args.min_depth_mm,
+                    args.thresholds,
+                    args.tta,
+                    args.save_probabilities,
+                )
                 for (tta, spec, depth), variant_rows in scored.items():
                     variant = (
                         run
