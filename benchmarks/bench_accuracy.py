@@ -249,7 +249,14 @@ def _has_avx512() -> bool:
 
 
 def score(
-    model_path, test_rows, threads, depths=(0.0,), thresholds=("auto",), ttas=("none",), save_probabilities=None
+    model_path,
+    test_rows,
+    threads,
+    depths=(0.0,),
+    thresholds=("auto",),
+    ttas=("none",),
+    save_probabilities=None,
+    restrict_tos=("head",),
 ) -> dict[tuple, list[dict]]:
     """Segment and score each test subject with the model (a list: an ensemble, probabilities averaged as
     ``wmhflow infer`` averages them): {(tta, threshold, min_depth_mm): rows}.
@@ -258,10 +265,11 @@ def score(
     ``thresholds``: "auto" (the model's calibrated one for that augmentation, as ``wmhflow infer``
     uses it) or numbers. ``ttas``: "none" and/or "flip" (``segment.tta``). ``save_probabilities``: a
     folder to keep each subject's probability map in (``<tta>/<subject>.npy``, float16), so that
-    post-processing variants can be compared later without another FCN pass.
+    post-processing variants can be compared later without another FCN pass. ``restrict_tos``: head,
+    brain and/or supratentorial (``segment.restrict_to``; one template registration per subject each).
     """
     from wmhflow.fcn.device import set_threads
-    from wmhflow.fcn.infer import left_right_axis, make_mask, predict_volume, resolve_threshold
+    from wmhflow.fcn.infer import excluded_region, left_right_axis, make_mask, predict_volume, resolve_threshold
     from wmhflow.fcn.model import load_model
 
     set_threads(threads)
@@ -271,12 +279,14 @@ def score(
     channels = metas[0].get("channels", "flair,t1,tophat")
     cuts = {(tta, spec): resolve_threshold(spec, list(metas), tta)[0] for tta in ttas for spec in thresholds}
     log.info("thresholds %s", cuts)
-    out = {(tta, spec, depth): [] for tta in ttas for spec in thresholds for depth in depths}
+    variants = [(t, s, d, i) for t in ttas for s in thresholds for d in depths for i in restrict_tos]
+    out = {variant: [] for variant in variants}
     for r in test_rows:
         volumes = {k: np.asarray(nib.load(r[k]).dataobj) for k in ("flair", "t1", "tophat")}
         flip_axis = left_right_axis(nib.load(r["flair"]).affine)
         ref = nib.load(r["reference"])
         labels = np.rint(np.asarray(ref.dataobj, np.float32)).astype(np.int16)
+        regions = {where: excluded_region(where, volumes, ref.affine)[0] for where in restrict_tos}
         for tta in ttas:
             prob = predict_volume(
                 model, volumes, channels, "auto", "auto", 8, crop_margin=16, tta=tta, flip_axis=flip_axis
@@ -285,11 +295,13 @@ def score(
                 kept = Path(save_probabilities) / tta / f"{r['subject']}.npy"
                 kept.parent.mkdir(parents=True, exist_ok=True)
                 np.save(kept, prob.astype(np.float16))
-            for spec, depth in [(s, d) for t, s, d in out if t == tta]:
+            for spec, depth, where in [(s, d, i) for t, s, d, i in out if t == tta]:
                 cut = cuts[tta, spec]
-                mask, _ = make_mask(prob, volumes["flair"], ref.header.get_zooms()[:3], cut, min_depth_mm=depth)
+                zooms = ref.header.get_zooms()[:3]
+                region = regions[where]
+                mask, _ = make_mask(prob, volumes["flair"], zooms, cut, min_depth_mm=depth, excluded=region)
                 metrics = evaluate_arrays(labels, mask, ref.affine)
-                out[tta, spec, depth].append(
+                out[tta, spec, depth, where].append(
                     {
                         "subject": r["subject"],
                         "site": r["site"],
@@ -300,12 +312,14 @@ def score(
                     }
                 )
                 log.info(
-                    "%s %s (tta %s, threshold %s, min depth %g mm): Dice %.3f H95 %.1f AVD %.1f recall %.2f F1 %.2f",
+                    "%s %s (tta %s, threshold %s, min depth %g mm, restrict to %s): "
+                    "Dice %.3f H95 %.1f AVD %.1f recall %.2f F1 %.2f",
                     r["site"],
                     r["subject"],
                     tta,
                     spec,
                     depth,
+                    where,
                     metrics["dice"],
                     metrics["h95_mm"],
                     metrics["avd_pct"],
@@ -401,6 +415,14 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--tag", default="", help="suffix of the run's name (e.g. a variant under test)")
     parser.add_argument(
+        "--restrict-to",
+        nargs="+",
+        default=["head"],
+        choices=("head", "brain", "supratentorial"),
+        help="segment.restrict_to variants to score (brain: components mostly outside the brain removed; "
+        "supratentorial: also brainstem and cerebellum)",
+    )
+    parser.add_argument(
         "--save-probabilities",
         default=None,
         help="folder to keep each test subject's probability map in (<tta>/<subject>.npy), for post-processing sweeps",
@@ -493,13 +515,15 @@ def main(argv=None) -> int:
                     args.thresholds,
                     args.tta,
                     args.save_probabilities,
+                    args.restrict_to,
                 )
-                for (tta, spec, depth), variant_rows in scored.items():
+                for (tta, spec, depth, where), variant_rows in scored.items():
                     variant = (
                         run
                         + (f"|tta-{tta}" if tta != "none" else "")
                         + (f"|threshold-{spec}" if spec != "auto" else "")
                         + (f"|depth-{depth:g}mm" if depth else "")
+                        + (f"|restrict-{where}" if where != "head" else "")
                     )
                     record_run(
                         variant,

@@ -352,7 +352,7 @@ def test_cli_defaults_equal_the_schema_and_config_defaults():
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
         args = parser.parse_args(required)
-        for key in ("tta", "threshold", "min_lesion_mm3", "min_depth_mm"):
+        for key in ("tta", "threshold", "min_lesion_mm3", "min_depth_mm", "restrict_to"):
             assert getattr(args, key) == segment_schema[key]["default"] == config[key], (module.__name__, key)
 
 

@@ -32,10 +32,12 @@ rule infer:
         tta=PLAN.segment_params()["tta"],
         min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
         min_depth_mm=PLAN.segment_params()["min_depth_mm"],
+        restrict_to=PLAN.segment_params()["restrict_to"],
     shell:
         "wmhflow infer --flair {input.flair:q} --t1 {input.t1:q} --tophat {input.tophat:q} "
         "--model {input.model:q} --probseg {output.probseg:q} --mask {output.mask:q} "
         "--device {params.device:q} --precision {params.precision:q} --batch-size {params.batch_size:q} "
         "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --tta {params.tta:q} "
         "--min-lesion-mm3 {params.min_lesion_mm3:q} --min-depth-mm {params.min_depth_mm:q} "
+        "--restrict-to {params.restrict_to:q} "
         "--threads {threads} > {log:q} 2>&1"

@@ -40,6 +40,7 @@ rule infer_batch:
         tta=PLAN.segment_params()["tta"],
         min_lesion_mm3=PLAN.segment_params()["min_lesion_mm3"],
         min_depth_mm=PLAN.segment_params()["min_depth_mm"],
+        restrict_to=PLAN.segment_params()["restrict_to"],
     shell:
         "wmhflow infer-batch --subjects {params.subjects:q} --flair {input.flair:q} --t1 {input.t1:q} "
         "--tophat {input.tophat:q} --probseg {params.probseg:q} --mask {params.mask:q} "
@@ -47,6 +48,7 @@ rule infer_batch:
         "--device {params.device:q} --precision {params.precision:q} --batch-size {params.batch_size:q} "
         "--crop-margin {params.crop_margin:q} --threshold {params.threshold:q} --tta {params.tta:q} "
         "--min-lesion-mm3 {params.min_lesion_mm3:q} --min-depth-mm {params.min_depth_mm:q} "
+        "--restrict-to {params.restrict_to:q} "
         "--threads {threads} > {log:q} 2>&1"
 
 

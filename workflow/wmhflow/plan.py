@@ -228,6 +228,7 @@ class Plan:
             "threshold": "auto" if threshold is None else threshold,
             "min_lesion_mm3": segment.get("min_lesion_mm3", 0),
             "min_depth_mm": segment.get("min_depth_mm", 0),
+            "restrict_to": segment.get("restrict_to", "brain"),
         }
 
     def require_model_source(self) -> None:

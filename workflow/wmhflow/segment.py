@@ -77,6 +77,7 @@ class ChainSettings:
     #: None = infer's defaults
     min_lesion_mm3: float | None = None
     min_depth_mm: float | None = None
+    restrict_to: str | None = None
     #: torch's threads (wmhflow segment sets them; 0: all cores)
     threads: int = 0
     #: N4's and the registration's threads: their voxels depend on it, so it is fixed (the workflow's
@@ -95,7 +96,8 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, sett
     """Run the chain for one subject; returns {artifact name: path written}.
 
     ``model_path``: one model file or a list (an ensemble). ``settings``: a :class:`ChainSettings`
-    (None: the defaults); ``tta``, ``min_lesion_mm3``, ``min_depth_mm`` as ``wmhflow infer``'s.
+    (None: the defaults); ``tta``, ``min_lesion_mm3``, ``min_depth_mm``, ``restrict_to`` as
+    ``wmhflow infer``'s.
     """
     from .fcn import infer
     from .preprocess.align import align_t1_to_flair
@@ -112,6 +114,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, sett
     crop_margin = infer.CROP_MARGIN if c.crop_margin is None else c.crop_margin
     min_lesion_mm3 = infer.MIN_LESION_MM3 if c.min_lesion_mm3 is None else float(c.min_lesion_mm3)
     min_depth_mm = infer.MIN_DEPTH_MM if c.min_depth_mm is None else float(c.min_depth_mm)
+    restrict_to = infer.RESTRICT_TO if c.restrict_to is None else c.restrict_to
 
     subject = subject or subject_id(flair_path)
     if not re.fullmatch(r"[A-Za-z0-9]+", subject):
@@ -198,7 +201,8 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, sett
         )
     )
     zooms = flair.header.get_zooms()[:3]
-    mask, report = infer.make_mask(prob, volumes["flair"], zooms, threshold, min_lesion_mm3, min_depth_mm)
+    region, region_record = infer.excluded_region(restrict_to, volumes, flair.affine)
+    mask, report = infer.make_mask(prob, volumes["flair"], zooms, threshold, min_lesion_mm3, min_depth_mm, region)
     record = infer.inference_record(
         model_paths,
         metas,
@@ -225,6 +229,7 @@ def segment_subject(flair_path, t1_path, model_path, out_dir, subject=None, sett
             Type="Lesion",
             **made_by,
             **record,
+            **region_record,
         )
     )
     written["mask_json"] = str(sidecar_path(mask_path))

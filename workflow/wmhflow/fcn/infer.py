@@ -36,6 +36,7 @@ import torch
 
 from ..errors import ConfigError, InputError
 from ..io import save_like
+from ..preprocess.brain_regions import RESTRICT_TO as RESTRICT_TO_MODES
 from ..preprocess.quantize import inputs_window, model_window, require_model_window
 from .calibration import DEFAULT_THRESHOLD, stored_threshold
 from .device import autocast_dtype, pick_device, prepare, set_threads
@@ -65,6 +66,8 @@ TTA_MODES = ("none", "flip")
 #: near the head surface; both stay available for cohorts with specks or scalp false positives.
 MIN_LESION_MM3 = 0.0
 MIN_DEPTH_MM = 15.0
+#: segment.restrict_to: where components may be (head: the depth rule only; brain; supratentorial)
+RESTRICT_TO = "brain"
 
 
 def left_right_axis(affine):
@@ -320,12 +323,52 @@ def resolve_threshold(setting, metas, tta: str):
     )
 
 
-def make_mask(prob, flair_8bit, zooms, threshold, min_lesion_mm3=MIN_LESION_MM3, min_depth_mm=MIN_DEPTH_MM):
-    """(uint8 mask, post-processing report) of a probability map: threshold, then :func:`clean_mask`."""
+def make_mask(
+    prob,
+    flair_8bit,
+    zooms,
+    threshold,
+    min_lesion_mm3=MIN_LESION_MM3,
+    min_depth_mm=MIN_DEPTH_MM,
+    excluded=None,
+):
+    """(uint8 mask, post-processing report) of a probability map: threshold, then :func:`clean_mask`.
+
+    ``excluded``: the region :func:`excluded_region` gives (None: no template rule)."""
     mask, report = clean_mask(
-        np.asarray(prob) >= threshold, zooms, np.asarray(flair_8bit) > 0, float(min_lesion_mm3), float(min_depth_mm)
+        np.asarray(prob) >= threshold,
+        zooms,
+        np.asarray(flair_8bit) > 0,
+        float(min_lesion_mm3),
+        float(min_depth_mm),
+        excluded,
     )
     return mask.astype(np.uint8), report
+
+
+def excluded_region(setting: str, volumes: dict, affine):
+    """(region or None, sidecar record) for ``segment.restrict_to``: head (None), brain or supratentorial.
+
+    The template is registered to the 8-bit T1 (the MNI152 template is a T1), to the FLAIR when the
+    model has no T1 channel. A registration that fails or has an implausible scale leaves the region out
+    (nothing is removed) and says so in the sidecar and the log, rather than dropping lesions on a
+    misplaced region.
+    One ITK thread: the transform depends on the thread count, and the same files must come out of
+    every machine and profile (as for N4, ``preprocess.threads``).
+    """
+    if setting == "head":
+        return None, {"RestrictTo": "head"}
+    from ..preprocess.brain_regions import excluded_region as register_region
+
+    volume = volumes.get("t1")
+    if volume is None or not np.any(volume):  # FLAIR-only channel sets get an empty T1
+        volume = volumes["flair"]
+    try:
+        region, record = register_region(np.asarray(volume), affine, setting, threads=1)
+    except RuntimeError as err:  # RegistrationImplausible, or ITK's own failure on an odd grid
+        log.warning("restrict_to %s not applied, no component removed by it: %s", setting, err)
+        return None, {"RestrictTo": f"{setting}: not applied ({err})"}
+    return region, {"RestrictTo": setting, **record}
 
 
 def model_provenance(model_paths, metas, channels) -> dict:
@@ -396,6 +439,13 @@ def add_postprocessing_arguments(parser) -> None:
         type=float,
         default=MIN_DEPTH_MM,
         help="remove components with no voxel this deep inside the head (mm; 0: off)",
+    )
+    parser.add_argument(
+        "--restrict-to",
+        default=RESTRICT_TO,
+        choices=RESTRICT_TO_MODES,
+        help="head: no template rule; brain: remove components mostly outside the brain; supratentorial: "
+        "also in the brainstem and cerebellum (an MNI152 template registered to the T1 by an affine)",
     )
 
 
@@ -488,7 +538,8 @@ def write_subject(
     channels = metas[0].get("channels", "flair,t1,tophat")
     threshold, source = resolve_threshold(s["threshold"], metas, s["tta"])
     zooms = flair_img.header.get_zooms()[:3]
-    mask, report = make_mask(prob, volumes["flair"], zooms, threshold, s["min_lesion_mm3"], s["min_depth_mm"])
+    region, region_record = excluded_region(s.get("restrict_to", RESTRICT_TO), volumes, flair_img.affine)
+    mask, report = make_mask(prob, volumes["flair"], zooms, threshold, s["min_lesion_mm3"], s["min_depth_mm"], region)
     record = inference_record(
         model_paths,
         metas,
@@ -530,14 +581,17 @@ def write_subject(
         Type="Lesion",
         **made_by,
         **record,
+        **region_record,
         **({"SpatialReference": str(probseg)} if named_as else {}),
     )
     log.info(
-        "threshold %.2f (%s); post-processing removed %d small and %d superficial component(s), %d voxels",
+        "threshold %.2f (%s); post-processing removed %d small, %d superficial and %d out-of-region "
+        "component(s), %d voxels",
         threshold,
         source,
         report["removed_small"],
         report["removed_superficial"],
+        report.get("removed_outside_region", 0),
         report["removed_voxels"],
     )
     return {"channels": channels, "threshold_used": threshold, "wmh_voxels": int(mask.sum()), "fcn_seconds": seconds}
@@ -556,6 +610,7 @@ def settings_of(args) -> dict:
             "threshold",
             "min_lesion_mm3",
             "min_depth_mm",
+            "restrict_to",
         )
     }
 

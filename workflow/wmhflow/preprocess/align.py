@@ -36,6 +36,31 @@ def require_registrable(img, path, role: str) -> None:
             )
 
 
+def mattes_registration(sampling: float, seed: int, iterations: int, smoothing_mm, fixed_mask=None):
+    """The ImageRegistrationMethod wmhflow's registrations share: Mattes MI (32 bins) on a random
+    ``sampling`` share of the fixed voxels, linear interpolation, regular-step gradient descent with
+    scales from physical shift, shrink factors 4, 2, 1 with ``smoothing_mm`` per level."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    # a fixed seed, so the same inputs give the same transform; not 0, which SimpleITK reads as
+    # sitkWallClock (a new seed every second: reruns moved the T1 by up to ~1 mm)
+    reg.SetMetricSamplingPercentage(sampling, seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-3, numberOfIterations=iterations, gradientMagnitudeTolerance=1e-6
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel(list(smoothing_mm))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return reg
+
+
 def register_rigid(flair, t1, seed: int = 1):
     """The SimpleITK rigid transform mapping FLAIR physical points to T1 physical points."""
     import SimpleITK as sitk
@@ -44,20 +69,7 @@ def register_rigid(flair, t1, seed: int = 1):
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY
     )
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    # a fixed seed, so the same inputs give the same transform; not 0, which SimpleITK reads as
-    # sitkWallClock (a new seed every second: reruns moved the T1 by up to ~1 mm)
-    reg.SetMetricSamplingPercentage(0.2, seed)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-3, numberOfIterations=200, gradientMagnitudeTolerance=1e-6
-    )
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([4, 2, 1])
-    reg.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg = mattes_registration(0.2, seed, 200, (2.0, 1.0, 0.0))
     reg.SetInitialTransform(initial, inPlace=False)
     transform = reg.Execute(fixed, moving)
     return transform, reg.GetMetricValue()
