@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_train import MODEL_CONFIG, cohort, files, write_subject  # noqa: F401 (fixture)
 
-from wmhflow.fcn import augment, presets, train, training_data
+from wmhflow.fcn import augment, losses, presets, train, training_data
 from wmhflow.fcn.model import load_model
 from wmhflow.preprocess.tophat import area_tophat
 
@@ -98,20 +98,18 @@ def test_soft_dice_loss():
     target[:, 0:2, 0:2] = training_data.IGNORE
     sure = (target == 1).float() * 2 - 1
     perfect = torch.stack([-sure * 30, sure * 30], 1)
-    assert augment.soft_dice_loss(perfect, target).item() < 1e-3
-    assert augment.soft_dice_loss(-perfect, target).item() > 0.99
+    assert losses.soft_dice_loss(perfect, target).item() < 1e-3
+    assert losses.soft_dice_loss(-perfect, target).item() > 0.99
     half = torch.zeros(2, 2, 32, 32)  # p = 0.5 everywhere: Dice well below 1
-    assert 0.5 < augment.soft_dice_loss(half, target).item() < 1.0
+    assert 0.5 < losses.soft_dice_loss(half, target).item() < 1.0
     # ignored pixels do not count, whatever is predicted there
     flipped = perfect.clone()
     flipped[:, :, 0:2, 0:2] = perfect[:, :, 0:2, 0:2].flip(1)
-    assert augment.soft_dice_loss(flipped, target).item() == pytest.approx(
-        augment.soft_dice_loss(perfect, target).item()
-    )
+    assert losses.soft_dice_loss(flipped, target).item() == pytest.approx(losses.soft_dice_loss(perfect, target).item())
     # no lesion anywhere and none predicted: ~0, defined
     empty = torch.zeros(1, 16, 16, dtype=torch.long)
     assert (
-        augment.soft_dice_loss(
+        losses.soft_dice_loss(
             torch.stack([torch.full((1, 16, 16), 30.0), torch.full((1, 16, 16), -30.0)], 1), empty
         ).item()
         < 1e-3
@@ -182,3 +180,4 @@ def test_standard_preset_validates_and_trains_on_cpu(tmp_path, cohort):  # noqa:
     assert [r[0] for r in rows] == [1, 2, 3] and all(np.isfinite(r[1]) for r in rows)
     model, meta = load_model(tmp_path / "m" / "model.pt")
     assert meta["train"]["loss"] == "ce+dice" and meta["iterations"] == 3
+    assert meta["train"]["small_lesion_weight"] == standard["small_lesion_weight"] > 0  # the weighted loss ran

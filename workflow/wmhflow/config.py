@@ -41,6 +41,8 @@ OVERRIDE_LIMITS = {
     "checkpoint_every": {"minimum": 1},
     "log_every": {"minimum": 1},
     "seed": {"minimum": 0},
+    "small_lesion_weight": {"minimum": 0},
+    "small_lesion_area": {"exclusiveMinimum": 0},
 }
 
 

@@ -1,4 +1,4 @@
-"""Training-time augmentation for scanner differences, and the soft-Dice loss.
+"""Training-time augmentation for scanner differences.
 
 Scanners differ in contrast (sequence timing), residual bias after N4, noise, in-plane resolution and
 slice thickness (partial volume that makes lesions fainter). The 8-bit slices a model sees already
@@ -23,7 +23,6 @@ batch. Libraries: scipy.ndimage for blurs and zooms, the project's area top-hat.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 #: defaults of the 'intensity' settings (probabilities per sample and strengths)
@@ -114,16 +113,3 @@ def augment_batch(images: np.ndarray, channels: str, rng, settings=None, tophat_
         elif channels == "flair,t1,tophat":
             out[i, 2] = area_tophat(out[i, 0][:, :, None], tophat_area)[:, :, 0]
     return out
-
-
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, eps: float = 1.0):
-    """1 - soft Dice of the WMH class over the whole batch (pixels labelled ``ignore_index`` left out).
-
-    ``eps`` keeps the loss defined (and ~0) on batches without any WMH that predict none.
-    """
-    prob = torch.softmax(logits.float(), 1)[:, 1]
-    keep = (target != ignore_index).float()
-    truth = (target == 1).float()
-    inter = (prob * truth * keep).sum()
-    total = (prob * keep).sum() + truth.sum()
-    return 1.0 - (2.0 * inter + eps) / (total + eps)

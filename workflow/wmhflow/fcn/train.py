@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from torch.nn import functional as F
 
 from ..errors import ConfigError
 from ..io import atomic_output, label_array, load_nifti
 from ..paths import MODEL_FILES
 from ..preprocess.quantize import inputs_window
 from . import calibration
-from .augment import augment_batch, soft_dice_loss
+from .augment import augment_batch
 from .device import autocast_dtype, pick_device, prepare, set_threads
 from .inputs import load_volumes
+from .losses import small_lesion_weights, soft_dice_loss, weighted_cross_entropy
 from .model import build_model, save_model
 from .presets import resolve_config
 from .slices import to_input
@@ -179,6 +179,8 @@ def train(
     )
     intensity = settings.get("intensity")  # None / {}: no intensity augmentation (the demo and paper presets)
     use_dice = settings.get("loss", "ce") == "ce+dice"
+    small_weight = float(settings.get("small_lesion_weight", 0.0))  # wmhflow.fcn.losses
+    small_area = float(settings.get("small_lesion_area", 8.0))
 
     dev = pick_device(device)
     model = build_model(int(model_config.get("side_maps", 16)), model_config.get("pretrained", "none"))
@@ -226,11 +228,14 @@ def train(
             settings["rotation_degrees"],
             bool(settings.get("flip", False)),
         )
+        pixel_weight = None
+        if small_weight > 0:  # after the affine: the weights follow the labels the network is scored on
+            pixel_weight = torch.from_numpy(small_lesion_weights(y.numpy(), small_weight, small_area)).to(dev)
         x = x.to(dev).contiguous(memory_format=torch.channels_last)
         y = y.to(dev)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE)
+        loss = weighted_cross_entropy(logits, y, weight, pixel_weight, IGNORE)
         if use_dice:
             loss = loss + float(settings.get("dice_weight", 1.0)) * soft_dice_loss(logits, y, IGNORE)
         optimizer.zero_grad(set_to_none=True)
