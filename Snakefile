@@ -38,14 +38,16 @@ else:
     include: "workflow/rules/infer_batch.smk"
 
 
+include: "workflow/rules/finish_subject.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
+    # the few names whose jobs pull in every target (Plan.all_rule_inputs), not every target's name
     input:
-        PLAN.all_targets(),
+        PLAN.all_rule_inputs(),
 
 
 rule preprocess:
