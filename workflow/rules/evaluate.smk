@@ -17,11 +17,8 @@ rule evaluate:
         mem_mb=2000,
         runtime=5,
     params:
-        subject=subject_value("subject"),
-        session=subject_value("session"),
-        site=subject_value("site"),
-        split=subject_value("split"),
+        subject_options=PLAN.subject_options("subject", "session", "site", "split"),
     shell:
         "wmhflow evaluate --reference {input.reference:q} --prediction {input.mask:q} "
-        "--subject {params.subject:q} --session={params.session:q} --site {params.site:q} --split {params.split:q} "
+        "{params.subject_options:q} "
         f"--model {MODEL} --output {{output:q}} > {{log:q}} 2>&1"

@@ -19,9 +19,9 @@ FINISH_STEPS = [
         else []
     ),
     f"lesions --mask {{{SEGMENTATION}.mask:q}} --probseg {{{SEGMENTATION}.probseg:q}} "
-    "--subject {params.subject:q} --session={params.session:q} --output {output.lesions:q}",
-    f"qc --flair {{input.flair:q}} --mask {{{SEGMENTATION}.mask:q}} --reference={{params.reference:q}} "
-    "--title {params.title:q} --slices {params.slices:q} --output {output.qc:q}",
+    "{params.subject_options:q} --output {output.lesions:q}",
+    f"qc --flair {{input.flair:q}} --mask {{{SEGMENTATION}.mask:q}} {{params.qc_options:q}} "
+    "--slices {params.slices:q} --output {output.qc:q}",
 ]
 
 
@@ -64,10 +64,8 @@ rule finish_subject:
         runtime=10,
     params:
         **(dict(staging=PLAN.chunk_staging()) if CHUNKED else {}),
-        subject=subject_value("subject"),
-        session=subject_value("session"),
-        reference=subject_value("reference"),
-        title=PLAN.qc_title,
+        subject_options=PLAN.subject_options("subject", "session"),
+        qc_options=PLAN.qc_options,
         slices=config["report"]["qc_slices"],
     shell:
         wmhflow_shell(*FINISH_STEPS)

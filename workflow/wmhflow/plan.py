@@ -192,10 +192,19 @@ class Plan:
         values = self.column(column)
         return lambda wildcards: values[wildcards.subject] or []
 
-    def qc_title(self, wildcards) -> str:
-        """Params function: the title of a subject's QC picture, e.g. 'sub-01_ses-2 (Utrecht), model fcn2d'."""
+    def subject_options(self, *columns):
+        """Params function: ``--<column>=<value>`` of the subject's row for each column (``{params.x:q}``
+        quotes each). One function a job instead of one per value: Snakemake inspects and calls each
+        params function of every job while planning (README, "Planning")."""
+        values = [(column, self.column(column)) for column in columns]
+        return lambda wildcards: [f"--{column}={by_subject[wildcards.subject]}" for column, by_subject in values]
+
+    def qc_options(self, wildcards) -> list[str]:
+        """Params function of ``wmhflow qc``: the subject's reference (may be empty) and the picture's title,
+        e.g. 'sub-01_ses-2 (Utrecht), model fcn2d'."""
         subject = wildcards.subject
-        return f"{self.label(subject)} ({self.column('site')[subject]}), model {self.model}"
+        title = f"{self.label(subject)} ({self.column('site')[subject]}), model {self.model}"
+        return [f"--reference={self.column('reference')[subject]}", f"--title={title}"]
 
     def subjects_in(self, *splits) -> list[str]:
         return [s for s, split in self.column("split").items() if split in splits]
