@@ -29,7 +29,8 @@ def _cohort(root, subjects=7, without_reference=(0, 4)):
 def _jobs(run) -> dict[str, int]:
     assert run.returncode == 0, run.stderr[-3000:]
     table = (run.stdout + run.stderr).split("Job stats:")[1]
-    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if rule not in ("all", "total")}
+    counts = re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+    return {rule: int(n) for rule, n in counts if rule not in ("all", "total")}
 
 
 @pytest.mark.slow
