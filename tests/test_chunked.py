@@ -232,7 +232,8 @@ def test_infer_batch_command_reports_a_missing_model_in_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def chunked_run(tmp_path_factory, tiny_model):
     """3 small subjects reprocessed with one model as two variants: one job per subject, and chunks of 2
-    (targets: the masks, so no evaluation or report jobs)."""
+    (targets: the masks, so no evaluation or cohort tables; chunked, the job that places a mask also
+    writes its lesion table and QC picture)."""
     from wmhflow.synth import write_cohort
 
     root = tmp_path_factory.mktemp("chunked")
@@ -285,7 +286,7 @@ def test_a_failing_subject_leaves_the_others_and_a_rerun_redoes_only_it(chunked_
     label = Path(first).name
     assert run.returncode != 0
     assert (
-        f"{label}  failed  place_segmentation  wmhflow place-segmentation: error: {label}: segmentation failed"
+        f"{label}  failed  finish_subject  wmhflow place-segmentation: error: {label}: segmentation failed"
         in run.stderr
     )
     assert f"{bad.relative_to(root)}: tophat is not a readable NIfTI" in run.stderr

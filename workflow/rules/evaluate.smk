@@ -1,4 +1,4 @@
-# Challenge metrics against the reference, and lesion tables, per segmented subject.
+# Challenge metrics against the reference, per test subject (lesion tables: finish_subject.smk).
 
 
 rule evaluate:
@@ -17,35 +17,8 @@ rule evaluate:
         mem_mb=2000,
         runtime=5,
     params:
-        subject=subject_value("subject"),
-        session=subject_value("session"),
-        site=subject_value("site"),
-        split=subject_value("split"),
+        subject_options=PLAN.subject_options("subject", "session", "site", "split"),
     shell:
         "wmhflow evaluate --reference {input.reference:q} --prediction {input.mask:q} "
-        "--subject {params.subject:q} --session={params.session:q} --site {params.site:q} --split {params.split:q} "
+        "{params.subject_options:q} "
         f"--model {MODEL} --output {{output:q}} > {{log:q}} 2>&1"
-
-
-rule lesions:
-    input:
-        mask=PLAN.mask(),
-        probseg=PLAN.probseg(),
-    output:
-        out("{subject}", "lesions", ".tsv", desc=MODEL),
-    log:
-        model_log("lesions"),
-    benchmark:
-        model_bench("lesions")
-    conda:
-        "../../envs/report.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    params:
-        subject=subject_value("subject"),
-        session=subject_value("session"),
-    shell:
-        "wmhflow lesions --mask {input.mask:q} --probseg {input.probseg:q} --subject {params.subject:q} "
-        "--session={params.session:q} "
-        "--output {output:q} > {log:q} 2>&1"

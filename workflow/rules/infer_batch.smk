@@ -1,8 +1,9 @@
 # segment.subjects_per_job > 1 (docs/cluster.md §7), included by the Snakefile instead of infer.smk:
 # rule infer_batch (`wmhflow infer-batch`), one GPU job per chunk of subjects (wmhflow.plan:
-# Plan.segment_chunks), writes the chunk's status table and stages each subject's files; rule
-# place_segmentation (`wmhflow place-segmentation`), local and per subject, places them at the paths
-# infer.smk's rule writes (or fails naming the subject and why, so --keep-going finishes
+# Plan.segment_chunks), writes the chunk's status table and stages each subject's files. It declares
+# only the table: Snakemake deletes every output of a failed job, so one bad subject would take its
+# chunk-mates' files with it. Each subject's own job, finish_subject (finish_subject.smk), places them
+# at the paths infer.smk's rule writes (or fails naming the subject and why, so --keep-going finishes
 # the others).
 
 
@@ -50,26 +51,3 @@ rule infer_batch:
         "--min-lesion-mm3 {params.min_lesion_mm3:q} --min-depth-mm {params.min_depth_mm:q} "
         "--restrict-to {params.restrict_to:q} "
         "--threads {threads} > {log:q} 2>&1"
-
-
-# Only the chunk's table as input: a chunk job run again (a fixed subject, a changed setting or model)
-# places its subjects again (hard links of the cached files: no segmentation), and their evaluation
-# runs again. (Not ancient(): when the chunk job has to run, Snakemake 9.27 does not look at the
-# downstream jobs' own reasons, so a subject whose setting changed would keep its old files.)
-rule place_segmentation:
-    input:
-        status=PLAN.chunk_status_of,
-    output:
-        probseg=PLAN.probseg(),
-        mask=PLAN.mask(),
-        sidecar=PLAN.mask_sidecar(),
-    log:
-        model_log("place_segmentation"),
-    localrule: True
-    conda:
-        "../../envs/preprocess.yaml"
-    params:
-        staging=PLAN.chunk_staging(),
-    shell:
-        "wmhflow place-segmentation --status {input.status:q} --subject {wildcards.subject:q} "
-        "--staging {params.staging:q} --probseg {output.probseg:q} --mask {output.mask:q} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# Cohort outputs: group tables, box plots, per-subject QC pictures; all in `snakemake --report`.
+# Cohort outputs: group tables, box plots; all in `snakemake --report` (with the per-subject QC pictures
+# of finish_subject.smk).
 
 
 report: "../report/workflow.rst"
@@ -60,33 +61,3 @@ rule plot_metrics:
         split=config["report"]["summary_split"],
     shell:
         "wmhflow plot --metrics {input:q} --split {params.split:q} --output {output:q} > {log:q} 2>&1"
-
-
-rule qc:
-    input:
-        flair=subject_file("flair"),
-        mask=PLAN.mask(),
-    output:
-        report(
-            out("{subject}", "qc", ".png", desc=MODEL),
-            caption="../report/qc.rst",
-            category="QC",
-            subcategory="{subject}",
-            labels={"subject": "{subject}"},
-        ),
-    log:
-        model_log("qc"),
-    benchmark:
-        model_bench("qc")
-    conda:
-        "../../envs/report.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        reference=subject_value("reference"),
-        title=lambda wildcards: f"{PLAN.label(wildcards.subject)} ({PLAN.column('site')[wildcards.subject]}), model {MODEL}",
-        slices=config["report"]["qc_slices"],
-    shell:
-        "wmhflow qc --flair {input.flair:q} --mask {input.mask:q} --reference={params.reference:q} "
-        "--title {params.title:q} --slices {params.slices:q} --output {output:q} > {log:q} 2>&1"

@@ -214,9 +214,16 @@ def validate(config: dict) -> dict:
 
 #: rules renamed so that each carries its verb's name: a profile that names the old rule would have
 #: its resources, threads or group silently ignored by Snakemake
-RENAMED_RULES = {"segment": "infer", "segment_chunk": "infer_batch"}
+RENAMED_RULES = {
+    "segment": "infer",
+    "segment_chunk": "infer_batch",
+    # one job a subject after its segmentation since 2026-12-04 (finish_subject.smk)
+    "place_segmentation": "finish_subject",
+    "lesions": "finish_subject",
+    "qc": "finish_subject",
+}
 #: the Snakefile includes one of two sets by segment.subjects_per_job; a profile may size both
-SEGMENTATION_RULES = ("infer", "infer_batch", "place_segmentation")
+SEGMENTATION_RULES = ("infer", "infer_batch")
 #: and one of two by preprocess.jobs (per_subject: the one rule; per_step: one rule per step)
 PREPROCESSING_RULES = ("preprocess_subject", "check_subject", "align_t1", "bias_correct", "requantize", "tophat")
 

@@ -192,6 +192,20 @@ class Plan:
         values = self.column(column)
         return lambda wildcards: values[wildcards.subject] or []
 
+    def subject_options(self, *columns):
+        """Params function: ``--<column>=<value>`` of the subject's row for each column (``{params.x:q}``
+        quotes each). One function a job instead of one per value: Snakemake inspects and calls each
+        params function of every job while planning (README, "Planning")."""
+        values = [(column, self.column(column)) for column in columns]
+        return lambda wildcards: [f"--{column}={by_subject[wildcards.subject]}" for column, by_subject in values]
+
+    def qc_options(self, wildcards) -> list[str]:
+        """Params function of ``wmhflow qc``: the subject's reference (may be empty) and the picture's title,
+        e.g. 'sub-01_ses-2 (Utrecht), model fcn2d'."""
+        subject = wildcards.subject
+        title = f"{self.label(subject)} ({self.column('site')[subject]}), model {self.model}"
+        return [f"--reference={self.column('reference')[subject]}", f"--title={title}"]
+
     def subjects_in(self, *splits) -> list[str]:
         return [s for s, split in self.column("split").items() if split in splits]
 
@@ -272,8 +286,8 @@ class Plan:
 
     # ------------------------------------------------------------------------------ chunked segmentation
     # segment.subjects_per_job > 1: one GPU job (rule infer_batch, `wmhflow infer-batch`) segments a chunk
-    # of subjects into a staging folder and writes the chunk's status table; a local per-subject rule
-    # (`wmhflow place-segmentation`) then puts each subject's files at probseg()/mask() (docs/cluster.md).
+    # of subjects into a staging folder and writes the chunk's status table; each subject's finish_subject
+    # job (`wmhflow place-segmentation` its first step) then puts its files at probseg()/mask() (docs/cluster.md).
     @property
     def subjects_per_job(self) -> int:
         return int(self.config.get("segment", {}).get("subjects_per_job", 1))
@@ -316,7 +330,7 @@ class Plan:
         return files
 
     def chunk_status_of(self, wildcards) -> str:
-        """Input function of the per-subject placing rule: the status table of the subject's chunk."""
+        """Input function of the per-subject rule that places its files: the status table of its chunk."""
         chunk = self.segment_chunk_of.get(wildcards.subject)
         if chunk is None:  # e.g. a training subject's mask asked for as a target
             raise ConfigError(
@@ -412,4 +426,24 @@ class Plan:
             + self.segment_targets()
             + self.evaluate_targets()
             + self.report_targets()
+        )
+
+    def all_rule_inputs(self) -> list[str]:
+        """Rule ``all``'s input: the fewest of :meth:`all_targets` whose jobs pull in the jobs of every other.
+
+        Every other target is made by a job these depend on (a segmented subject's lesion table, an input
+        of the cohort tables, comes from the job that places or reads its mask, which needs its
+        preprocessing; the model files and a training subject's preprocessing, whose jobs nothing else
+        may need, are named). Snakemake looks up the job of every input file of ``all``: at 10,000
+        subjects 11 names a subject are ~110,000 lookups, these ~1 (README, "Planning"). Missing
+        outputs of a job in the DAG still make it run; the status table counts all_targets().
+        """
+        segmented = set(self.subjects_in("test", "predict"))
+        steps = [(suffix, desc) for suffix, desc in PREPROCESSED if self.needs_t1 or suffix != "T1w"]
+        unsegmented = [s for s in self.subjects.index if s not in segmented]
+        tables = [self.group_file(role) for role in ("metrics", "summary", "volumes", "comparison", "boxplots")]
+        return (
+            [self.out(s, suffix, desc=desc) for s in unsegmented for suffix, desc in steps]
+            + self.model_targets()
+            + tables
         )

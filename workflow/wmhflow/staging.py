@@ -4,7 +4,7 @@ A chunk job segments several subjects, but Snakemake deletes every declared outp
 So a chunk job declares one file only, its status table (one row per subject: done, cached or failed,
 and why), and never fails for one subject; each subject's files go to a staging folder of their own,
 with a fingerprint (the inputs' sizes and modification times, the model files', the settings) written
-last. ``wmhflow place-segmentation`` (one cheap local job per subject) then puts a subject's staged
+last. ``wmhflow place-segmentation`` (the first step of each subject's finish_subject job) then puts a subject's staged
 files at their BIDS paths, or fails with one line naming the subject and why it was not segmented.
 
 The staging folder is the chunk jobs' cache: a chunk job skips a subject whose staged files carry the

@@ -1,0 +1,80 @@
+"""Rule all names only Plan.all_rule_inputs(): the DAG must still hold the job of every target."""
+
+from __future__ import annotations
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from test_workflow import snakemake
+
+from wmhflow.plan import Plan
+from wmhflow.workflow_subjects import subjects_for_workflow
+
+
+def _cohort(root, subjects=7, without_reference=(0, 4)):
+    """A WMH-challenge tree of tiny files (planning reads names only); two subjects without a reference
+    (split predict), the others train or test."""
+    img = nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4))
+    for i in range(subjects):
+        folder = root / ("Utrecht", "Singapore")[i % 2] / str(i)
+        (folder / "pre").mkdir(parents=True)
+        names = ["pre/FLAIR.nii.gz", "pre/T1.nii.gz"] + ([] if i in without_reference else ["wmh.nii.gz"])
+        for name in names:
+            nib.save(img, str(folder / name))
+
+
+def _jobs(run) -> dict[str, int]:
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = (run.stdout + run.stderr).split("Job stats:")[1]
+    counts = re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+    return {rule: int(n) for rule, n in counts if rule not in ("all", "total")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {},
+        {"segment": {"subjects_per_job": 1}},
+        {"preprocess": {"jobs": "per_step"}},
+        {"model": {"name": "fcn2d", "channels": "flair-3slice"}},
+        {"model": {"name": "fcn2d", "checkpoint": None}},  # trained here
+    ],
+)
+def test_rule_all_plans_the_jobs_of_every_target(tmp_path, setting):
+    _cohort(tmp_path / "cohort")
+    (tmp_path / "model.pt").write_bytes(b"")  # planning only: it must exist, not be valid
+    config = {
+        "cohort": str(tmp_path / "cohort"),
+        "results": "results",
+        "splits": {"train_per_site": 1},
+        "model": {"name": "fcn2d", "checkpoint": str(tmp_path / "model.pt")},
+        **setting,
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    plan = Plan(*_plan_inputs(config, tmp_path))
+    assert set(plan.all_rule_inputs()) <= set(plan.all_targets())
+    options = ("--configfile", str(tmp_path / "run.yaml"), "-n", "--quiet", "rules")
+    by_all = _jobs(snakemake(tmp_path, *options))
+    by_targets = _jobs(snakemake(tmp_path, *plan.all_targets(), *options))
+    assert by_all == by_targets
+    assert by_all["finish_subject"] == len(plan.subjects_in("test", "predict")) == 5
+
+
+def _plan_inputs(config, workdir):
+    """(config, subjects) as the Snakefile makes them: config.yaml updated by the run's config file."""
+    from pathlib import Path
+
+    def merged(base, extra):
+        return {
+            key: merged(base[key], extra[key])
+            if isinstance(base.get(key), dict) and isinstance(extra.get(key), dict)
+            else extra.get(key, base.get(key))
+            for key in {**base, **extra}
+        }
+
+    full = merged(yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text()), config)
+    return full, subjects_for_workflow(full, workdir=workdir)
