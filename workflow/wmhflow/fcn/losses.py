@@ -2,8 +2,8 @@
 
 Both are voxel sums, so a lesion counts in proportion to its size: a 1-voxel lesion weighs 1/500 of
 a 500-voxel one, while the challenge's lesion recall and F1 count every lesion once. On the accuracy
-benchmark nearly every lesion the standard model missed on the seen sites had at most 7 voxels (half
-of them a single voxel). ``small_lesion_weight`` w gives each WMH pixel of a 2D lesion component of
+benchmark every lesion the standard model missed on the seen sites had at most 7 voxels (most of them
+a single voxel). ``small_lesion_weight`` w gives each WMH pixel of a 2D lesion component of
 area a (pixels, 8-connected in the slice the network sees) the cross-entropy weight
 ``1 + w * min(1, small_lesion_area / a)``: components up to ``small_lesion_area`` pixels weigh 1 + w,
 large ones tend to 1. The sum is normalised by the summed weights, as torch's class-weighted
