@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from snakemake.utils import update_config
 from test_workflow import snakemake
 
 from wmhflow.plan import Plan
@@ -65,16 +67,8 @@ def test_rule_all_plans_the_jobs_of_every_target(tmp_path, setting):
 
 
 def _plan_inputs(config, workdir):
-    """(config, subjects) as the Snakefile makes them: config.yaml updated by the run's config file."""
-    from pathlib import Path
-
-    def merged(base, extra):
-        return {
-            key: merged(base[key], extra[key])
-            if isinstance(base.get(key), dict) and isinstance(extra.get(key), dict)
-            else extra.get(key, base.get(key))
-            for key in {**base, **extra}
-        }
-
-    full = merged(yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text()), config)
+    """(config, subjects) as the Snakefile makes them: config.yaml updated by the run's config file, with
+    the merge Snakemake applies to --configfile."""
+    full = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
+    update_config(full, config)
     return full, subjects_for_workflow(full, workdir=workdir)
