@@ -46,7 +46,6 @@ else:
 
 
 include: "workflow/rules/finish_subject.smk"
-include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 

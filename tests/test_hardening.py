@@ -382,11 +382,16 @@ def test_command_line_strings_are_read_as_yaml_where_the_schema_wants_more():
 
 def test_overrides_schema_is_the_training_presets():
     """One source of truth: wmhflow.fcn.presets (no torch) decide the accepted overrides."""
-    from wmhflow.fcn.presets import PRESETS
+    from wmhflow.fcn.presets import OPTIONAL_SETTINGS, PRESETS
 
     assert wmh_config.training_presets() == PRESETS
     schema = wmh_config.overrides_schema()
-    assert set(schema["properties"]) == {k for preset in PRESETS.values() for k in preset}
+    assert set(schema["properties"]) == {k for preset in PRESETS.values() for k in preset} | set(OPTIONAL_SETTINGS)
+    wmh_config.validate(_config(train={"overrides": {"weight_average": {"start": 0, "every": 10}}}))
+    with pytest.raises(ConfigError, match="weight_average"):
+        wmh_config.validate(_config(train={"overrides": {"weight_average": {"start": 0, "every": 0}}}))
+    with pytest.raises(ConfigError, match="weight_average"):
+        wmh_config.validate(_config(train={"overrides": {"weight_average": {"from": 600}}}))
     for preset in PRESETS.values():  # every preset is itself a valid set of overrides
         wmh_config.validate(_config(train={"overrides": dict(preset)}))
     extended = {"x": {"iterations": 1, "new_setting": 0.5}}

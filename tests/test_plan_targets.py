@@ -63,7 +63,10 @@ def test_rule_all_plans_the_jobs_of_every_target(tmp_path, setting):
     by_all = _jobs(snakemake(tmp_path, *options))
     by_targets = _jobs(snakemake(tmp_path, *plan.all_targets(), *options))
     assert by_all == by_targets
-    assert by_all["finish_subject"] == len(plan.subjects_in("test", "predict")) == 5
+    # a mixed cohort: the test subjects' finishing jobs also evaluate, the predict subjects' do not
+    assert by_all["finish_test_subject"] == len(plan.subjects_in("test")) == 3
+    assert by_all["finish_subject"] == len(plan.subjects_in("predict")) == 2
+    assert "evaluate" not in by_all
 
 
 def _plan_inputs(config, workdir):

@@ -180,6 +180,28 @@ def test_resume_gives_the_same_model(tmp_path, cohort, short_run):
     np.testing.assert_allclose([r[1] for r in rows], [r[1] for r in straight_rows], rtol=1e-5)
 
 
+def test_weight_average_ships_the_mean_of_the_last_weights_and_resumes(tmp_path, cohort):
+    config = tiny_config(6, weight_average={"start": 4, "every": 1})  # the weights after iterations 5 and 6
+    out = tmp_path / "swa"
+    train.train(*files(cohort[:3]), out, MODEL_CONFIG, config, device="cpu", threads=1, stop_after=5)
+    after5 = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
+    train.train(*files(cohort[:3]), out, MODEL_CONFIG, config, device="cpu", threads=1)  # resumes at 5
+    after6 = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
+    shipped, meta = load_model(out / "model.pt")
+    assert meta["train"]["weight_average"] == {"start": 4, "every": 1}
+    changed = 0
+    for key, value in shipped.state_dict().items():
+        torch.testing.assert_close(value, (after5[key] + after6[key]) / 2, rtol=0, atol=1e-6, msg=key)
+        changed += not torch.equal(after5[key], after6[key])
+    assert changed > 0  # the two snapshots differ, so the mean is neither of them
+    straight = tmp_path / "straight"
+    train.train(*files(cohort[:3]), straight, MODEL_CONFIG, config, device="cpu", threads=1)
+    for key, value in load_model(straight / "model.pt")[0].state_dict().items():
+        torch.testing.assert_close(shipped.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    with pytest.raises(ConfigError, match="weight_average"):
+        train._weight_averaging(dict(presets.PRESETS["demo"], weight_average={"start": 600}))
+
+
 def test_checkpoint_of_other_settings_is_ignored(tmp_path, cohort, caplog):
     out = tmp_path / "m"
     train.train(*files(cohort[:2]), out, MODEL_CONFIG, tiny_config(4), device="cpu", threads=1, stop_after=2)

@@ -44,6 +44,8 @@ OVERRIDE_LIMITS = {
     "small_lesion_weight": {"minimum": 0},
     "small_lesion_area": {"exclusiveMinimum": 0},
 }
+#: the same for the fields of an object-valued setting
+OVERRIDE_FIELD_LIMITS = {"weight_average": {"start": {"minimum": 0}, "every": {"minimum": 1}}}
 
 
 # ---------------------------------------------------------------------------------- the schema
@@ -52,6 +54,13 @@ def training_presets() -> dict:
     from .fcn.presets import PRESETS
 
     return PRESETS
+
+
+def optional_training_settings() -> dict:
+    """:data:`wmhflow.fcn.presets.OPTIONAL_SETTINGS`: accepted overrides that no preset sets."""
+    from .fcn.presets import OPTIONAL_SETTINGS
+
+    return OPTIONAL_SETTINGS
 
 
 def _json_type(value) -> str:
@@ -83,11 +92,14 @@ def _schema_of(examples: list) -> dict:
 def overrides_schema(presets: dict | None = None) -> dict:
     """The schema of ``train.overrides``: the presets' settings, with their types, and nothing else."""
     presets = training_presets() if presets is None else presets
+    presets = {**presets, "(optional settings)": optional_training_settings()}
     keys = sorted({k for preset in presets.values() for k in preset})
     properties = {}
     for key in keys:
         properties[key] = _schema_of([p[key] for p in presets.values() if key in p])
         properties[key].update(OVERRIDE_LIMITS.get(key, {}))
+        for field, limits in OVERRIDE_FIELD_LIMITS.get(key, {}).items():
+            properties[key]["properties"][field].update(limits)
     # x-no-defaults: an override left out means "the preset's value", so nothing is filled in below it
     return {
         "type": "object",
@@ -221,22 +233,27 @@ RENAMED_RULES = {
     "place_segmentation": "finish_subject",
     "lesions": "finish_subject",
     "qc": "finish_subject",
+    # a test subject's evaluation in its finishing job since 2026-12-04 (finish_subject.smk)
+    "evaluate": "finish_test_subject",
 }
 #: the Snakefile includes one of two sets by segment.subjects_per_job; a profile may size both
 SEGMENTATION_RULES = ("infer", "infer_batch")
 #: and one of two by preprocess.jobs (per_subject: the one rule; per_step: one rule per step)
 PREPROCESSING_RULES = ("preprocess_subject", "check_subject", "align_t1", "bias_correct", "requantize", "tophat")
+#: and each of the two finishing rules only when the cohort has test or predict subjects
+FINISHING_RULES = ("finish_subject", "finish_test_subject")
 
 
 def check_rule_names(given: dict[str, str], rules) -> None:
     """Fail on a rule name in a profile's ``set-resources``/``set-threads``/``groups`` that no rule has.
 
     ``given``: {rule name: the setting it came from}; ``rules``: the workflow's rules (with
-    :data:`SEGMENTATION_RULES` and :data:`PREPROCESSING_RULES`, whichever sets are included).
+    :data:`SEGMENTATION_RULES`, :data:`PREPROCESSING_RULES` and :data:`FINISHING_RULES`, whichever are
+    included).
     Snakemake ignores such a name without a word, so a typo (or a rule renamed since) would leave a
     GPU job on the CPU partition with the default memory.
     """
-    rules = set(rules) | set(SEGMENTATION_RULES) | set(PREPROCESSING_RULES)
+    rules = set(rules) | set(SEGMENTATION_RULES) | set(PREPROCESSING_RULES) | set(FINISHING_RULES)
     for name, setting in given.items():
         if name in rules:
             continue

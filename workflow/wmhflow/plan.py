@@ -192,6 +192,18 @@ class Plan:
         values = self.column(column)
         return lambda wildcards: values[wildcards.subject] or []
 
+    @cached_property
+    def _test_references(self) -> dict:
+        references = self.column("reference")
+        return {s: references[s] for s in self.subjects_in("test")}
+
+    def test_reference(self, wildcards) -> str:
+        """Input function of rule finish_test_subject: a test subject's reference; for any other subject a
+        path no rule makes and no file has, so that Snakemake takes rule finish_subject for it
+        (finish_subject.smk says why)."""
+        reference = self._test_references.get(wildcards.subject)
+        return reference if reference else f"{self.results}/.wmhflow/{wildcards.subject}: not a test subject"
+
     def subject_options(self, *columns):
         """Params function: ``--<column>=<value>`` of the subject's row for each column (``{params.x:q}``
         quotes each). One function a job instead of one per value: Snakemake inspects and calls each

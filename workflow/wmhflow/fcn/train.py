@@ -75,12 +75,32 @@ def _make_optimizer(model, settings):
     raise ConfigError("train.optimizer", f"{settings['optimizer']!r} is not sgd or adam")
 
 
-def _save_checkpoint(path, model, optimizer, iteration, rng, rows, signature, running=(0.0, 0)):
+def _weight_averaging(settings):
+    """(first iteration averaged, every how many iterations), or None when the preset keeps the last weights.
+
+    ``weight_average: {"start": i, "every": k}`` averages the weights seen after iterations i+k, i+2k, ...
+    with equal weight (stochastic weight averaging, Izmailov et al. 2018): the low-lr end of a short
+    schedule wanders between nearby minima, and their mean is flatter, costing nothing at inference.
+    """
+    spec = settings.get("weight_average")
+    if not spec:
+        return None
+    start, every = int(spec.get("start", 0)), int(spec.get("every", 1))
+    if every < 1 or not 0 <= start < int(settings["iterations"]):
+        raise ConfigError(
+            "train.overrides.weight_average",
+            f"start {start} must lie in [0, iterations={settings['iterations']}) and every {every} be >= 1",
+        )
+    return start, every
+
+
+def _save_checkpoint(path, model, optimizer, iteration, rng, rows, signature, running=(0.0, 0), averaged=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         torch.save(
             {
                 "model": model.state_dict(),
+                "averaged": None if averaged is None else averaged.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "iteration": iteration,
                 "numpy_rng": rng.bit_generator.state,
@@ -126,6 +146,13 @@ def _plot_curve(out_dir: Path, rows):
     plt.close(fig)
 
 
+def _shipped(model, averaged):
+    """The network training hands on: the weight average once it holds a snapshot, else the last weights."""
+    if averaged is not None and int(averaged.n_averaged) > 0:
+        return averaged.module
+    return model
+
+
 def train(
     flairs,
     t1s,
@@ -145,6 +172,7 @@ def train(
     """
     set_threads(threads)
     settings = resolve_config(train_config)
+    averaging = _weight_averaging(settings)  # a bad setting stops before any volume is read
     out_dir = Path(out_dir)
     channels = model_config.get("channels", "flair,t1,tophat")
     t1s = [t for t in t1s if t] or [None] * len(flairs)
@@ -186,6 +214,9 @@ def train(
     model = build_model(int(model_config.get("side_maps", 16)), model_config.get("pretrained", "none"))
     model = model.to(dev).to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, settings)
+    # torch's own SWA container (equal-weight running mean, n_averaged kept in its state for resuming);
+    # VGG16 has no batch norm, so no statistics need recomputing after averaging.
+    averaged = torch.optim.swa_utils.AveragedModel(model) if averaging else None
     weight = torch.tensor([1.0, float(settings["class_weight"])], device=dev)
     amp = autocast_dtype(dev, "auto")
     prepare(dev)
@@ -203,6 +234,8 @@ def train(
         else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if averaged is not None and state.get("averaged") is not None:
+                averaged.load_state_dict(state["averaged"])
             iteration, rows = state["iteration"], state["rows"]
             running, seen = state.get("running", (0.0, 0))
             rng.bit_generator.state = state["numpy_rng"]
@@ -242,6 +275,8 @@ def train(
         loss.backward()
         optimizer.step()
         iteration += 1
+        if averaging and iteration > averaging[0] and (iteration - averaging[0]) % averaging[1] == 0:
+            averaged.update_parameters(model)
         running += loss.item()
         seen += 1
         last = iteration == total
@@ -250,7 +285,7 @@ def train(
             speed = seen * int(settings["batch_size"]) / max(elapsed, 1e-9)
             val = float("nan")
             if val_images is not None and (iteration % int(settings["validate_every"]) == 0 or last):
-                val = slice_dice(model, val_images, val_labels, dev, amp=amp)
+                val = slice_dice(_shipped(model, averaged), val_images, val_labels, dev, amp=amp)
             rows.append([iteration, running / seen, phase["lr"], speed, val])
             eta = (total - iteration) * int(settings["batch_size"]) / max(speed, 1e-9)
             log.info(
@@ -265,10 +300,11 @@ def train(
             running, seen, tic = 0.0, 0, time.perf_counter()
         stopping = stop_after is not None and iteration >= stop_after and not last
         if iteration % int(settings["checkpoint_every"]) == 0 or last or stopping:
-            _save_checkpoint(checkpoint, model, optimizer, iteration, rng, rows, signature, (running, seen))
+            _save_checkpoint(checkpoint, model, optimizer, iteration, rng, rows, signature, (running, seen), averaged)
         if stopping:
             log.info("stopping early at iteration %d (checkpoint kept)", iteration)
             return rows
+    model = _shipped(model, averaged)
     meta = {
         "name": model_config.get("name", "fcn2d"),
         "channels": channels,
