@@ -32,7 +32,7 @@ FINISH_STEPS = [
     "--slices {params.slices:q} --output {output.qc:q}",
 ]
 # (at least two steps: always `wmhflow steps`, which the evaluate words below extend)
-FINISH_SHELL = "wmhflow steps " + " :: ".join(FINISH_STEPS) + " {params.evaluate:q} > {log:q} 2>&1"
+FINISH_SHELL = wmhflow_shell(*FINISH_STEPS, more_words="{params.evaluate:q}")
 
 
 # A test subject's last step, `:: evaluate ...`, comes as words of a params function: Snakemake reads a

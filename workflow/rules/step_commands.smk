@@ -63,7 +63,10 @@ def tophat_step(image, output):
     )
 
 
-def wmhflow_shell(*steps):
-    """The shell: line running one step (`wmhflow VERB ...`) or several in one process (`wmhflow steps ...`)."""
+def wmhflow_shell(*steps, more_words=""):
+    """The shell: line running one step (`wmhflow VERB ...`) or several in one process (`wmhflow steps ...`).
+
+    ``more_words``: a placeholder for words a job adds at the end (finish_subject.smk: a test subject's
+    `:: evaluate ...`), before the log redirection."""
     command = steps[0] if len(steps) == 1 else "steps " + " :: ".join(steps)
-    return "wmhflow " + command + " > {log:q} 2>&1"
+    return "wmhflow " + command + (f" {more_words}" if more_words else "") + " > {log:q} 2>&1"
