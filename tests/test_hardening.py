@@ -392,6 +392,9 @@ def test_overrides_schema_is_the_training_presets():
         wmh_config.validate(_config(train={"overrides": {"weight_average": {"start": 0, "every": 0}}}))
     with pytest.raises(ConfigError, match="weight_average"):
         wmh_config.validate(_config(train={"overrides": {"weight_average": {"from": 600}}}))
+    wmh_config.validate(_config(train={"overrides": {"members": 3}}))
+    with pytest.raises(ConfigError, match="'train.overrides.members': 0 is less than the minimum of 1"):
+        wmh_config.validate(_config(train={"overrides": {"members": 0}}))
     for preset in PRESETS.values():  # every preset is itself a valid set of overrides
         wmh_config.validate(_config(train={"overrides": dict(preset)}))
     extended = {"x": {"iterations": 1, "new_setting": 0.5}}

@@ -322,3 +322,33 @@ def test_augment_keeps_labels_and_air():
     same_x, same_y = training_data.random_affine(to_input(images), torch.from_numpy(labels), rng, [1.0, 1.0], 0.0)
     torch.testing.assert_close(same_x, to_input(images), atol=1e-4, rtol=0)
     assert torch.equal(same_y, torch.from_numpy(labels))
+
+
+def test_members_train_one_network_per_seed_and_ship_their_mean(tmp_path, cohort):
+    """members 2: two networks from seeds 3 and 4 in one file, each the network a single training with
+    that seed makes; the file's output is their mean probability; an interrupted second member resumes."""
+    out = tmp_path / "pair"
+    partial = train.train(*files(cohort[:3]), out, MODEL_CONFIG, tiny_config(4, members=2), "cpu", 1, stop_after=6)
+    assert [r[0] for r in partial] == [2, 4, 6]  # the second member's iterations numbered 5..8
+    assert (out / "checkpoints" / "member-0" / "last.pt").is_file() and not (out / "model.pt").exists()
+    rows = train.train(*files(cohort[:3]), out, MODEL_CONFIG, tiny_config(4, members=2), "cpu", 1)
+    assert [r[0] for r in rows] == [2, 4, 6, 8]
+    ensemble, meta = load_model(out / "model.pt")
+    assert meta["members"] == 2 and meta["iterations"] == 8 and ensemble.n_members == 2
+    assert set(meta["calibration"]["thresholds"]) == {"none", "flip"}
+    singles = []
+    for seed in (3, 4):
+        single_dir = tmp_path / f"seed{seed}"
+        train.train(*files(cohort[:3]), single_dir, MODEL_CONFIG, tiny_config(4, seed=seed), "cpu", 1)
+        singles.append(load_model(single_dir / "model.pt")[0])
+    for member, single in zip(ensemble.members, singles):
+        for key, value in single.state_dict().items():
+            torch.testing.assert_close(member.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    held = cohort[3]
+    volumes = {k: np.asarray(nib.load(str(held[k])).dataobj) for k in ("flair", "t1", "tophat")}
+    both = infer.predict_volume(ensemble, volumes, meta["channels"], "cpu", "auto", 8)
+    apart = infer.predict_volume(singles, volumes, meta["channels"], "cpu", "auto", 8)
+    np.testing.assert_allclose(both, apart, atol=1e-5)
+    assert not np.allclose(*(infer.predict_volume(s, volumes, meta["channels"], "cpu", "auto", 8) for s in singles))
+    with pytest.raises(ConfigError, match="members"):
+        train._members(dict(presets.PRESETS["demo"], members=0))

@@ -28,6 +28,7 @@ SCHEMA_PATH = SCHEMAS / "config.schema.yaml"
 #: Limits of some training settings beyond their type (applied to the keys the presets have).
 OVERRIDE_LIMITS = {
     "iterations": {"minimum": 1},
+    "members": {"minimum": 1},
     "batch_size": {"minimum": 1},
     "crop": {"minimum": 0},
     "lesion_crop_fraction": {"minimum": 0, "maximum": 1},

@@ -201,10 +201,11 @@ def predict_volume(
             done += len(ks)
             pixels += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
     prob[~head] = 0.0
-    passes = len(models) * (2 if flip_axis is not None else 1)
+    networks = sum(getattr(m, "n_members", 1) for m in models)  # a model file may hold an ensemble
+    passes = networks * (2 if flip_axis is not None else 1)
     log.info(
         "FCN on %d of %d slices (%.0f%% of their pixels after cropping) in %.1f s on %s%s; %d pass(es) "
-        "per slice (%d model(s)%s)",
+        "per slice (%d network(s)%s)",
         len(slices),
         flair.shape[2],
         100.0 * pixels / max(1, len(slices) * flair.shape[0] * flair.shape[1]),
@@ -212,7 +213,7 @@ def predict_volume(
         device,
         " (bf16)" if amp is not None else "",
         passes,
-        len(models),
+        networks,
         f", flipped along voxel axis {flip_axis}" if flip_axis is not None else "",
     )
     return prob

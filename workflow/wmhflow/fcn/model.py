@@ -121,6 +121,28 @@ class VGGFCN(nn.Module):
         return folded
 
 
+class FCNEnsemble(nn.Module):
+    """Several FCNs trained alike from other seeds (``train.overrides.members``), as one network.
+
+    Its output is the log of the members' mean WMH probability, so everything that takes a softmax of
+    a network's output (inference, calibration, validation Dice) gets the ensemble's mean probability,
+    the averaging ``model.checkpoint: [a.pt, b.pt]`` does for separate files.
+    """
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.side_maps = self.members[0].side_maps
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([torch.softmax(m(x).float(), 1) for m in self.members]).mean(0)
+        return torch.log(mean.clamp_min(torch.finfo(torch.float32).tiny))
+
+
 def load_vgg16_features(model: VGGFCN, state_dict: dict) -> int:
     """Copy the ImageNet VGG16 convolutions (torchvision names) into ``model``; returns tensors loaded."""
     own = model.state_dict()
@@ -181,11 +203,14 @@ def build_model(side_maps: int = 16, pretrained: str = "none", allow_download: b
     return model
 
 
-def save_model(path, model: VGGFCN, meta: dict) -> Path:
-    """Write the weights and what is needed to use them (channels, side maps, config) atomically."""
+def save_model(path, model: VGGFCN | FCNEnsemble, meta: dict) -> Path:
+    """Write the weights and what is needed to use them (channels, side maps, members, config) atomically."""
     from ..io import atomic_output
 
+    members = getattr(model, "n_members", 1)
     meta = dict(meta, side_maps=model.side_maps, wmhflow_version=__version__)
+    if members > 1:  # load_model builds an FCNEnsemble of that many networks
+        meta["members"] = members
     with atomic_output(path) as tmp:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
     return Path(path)
@@ -199,7 +224,8 @@ def load_model(path, map_location="cpu"):
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
         meta = blob["meta"]
-        model = VGGFCN(int(meta.get("side_maps", 16)))
+        side_maps, members = int(meta.get("side_maps", 16)), int(meta.get("members", 1))
+        model = VGGFCN(side_maps) if members == 1 else FCNEnsemble([VGGFCN(side_maps) for _ in range(members)])
         model.load_state_dict(blob["state_dict"])
     except Exception as exc:  # a truncated or foreign file can fail in many ways
         raise InputError(path, f"not a wmhflow model file ({type(exc).__name__}: {exc})") from None

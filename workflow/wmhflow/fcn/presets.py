@@ -115,7 +115,9 @@ PRESETS = {
 #: ``weight_average``, the equal-weight mean of the weights after iterations start+every, start+2*every, ...
 #: (wmhflow.fcn.train). Measured on the standard preset (README, Benchmarks, "Weight averaging"): at a
 #: fixed cut it narrowed the gap between two seeds, at the calibrated cut it did not help, so it is opt-in.
-OPTIONAL_SETTINGS = {"weight_average": {"start": 600, "every": 5}}
+#: ``members``: the model file holds that many networks, each trained with ``iterations`` of its own from
+#: seed ``seed + k``, their probabilities averaged at inference and calibrated together (wmhflow.fcn.train).
+OPTIONAL_SETTINGS = {"weight_average": {"start": 600, "every": 5}, "members": 2}
 LOSSES = ("ce", "ce+dice")
 
 

@@ -28,7 +28,7 @@ from .augment import augment_batch
 from .device import autocast_dtype, pick_device, prepare, set_threads
 from .inputs import load_volumes
 from .losses import small_lesion_weights, soft_dice_loss, weighted_cross_entropy
-from .model import build_model, save_model
+from .model import FCNEnsemble, build_model, save_model
 from .presets import resolve_config
 from .slices import to_input
 from .training_data import IGNORE, SliceSampler, load_training_subject, random_affine, stack_subjects
@@ -153,6 +153,14 @@ def _shipped(model, averaged):
     return model
 
 
+def _members(settings) -> int:
+    """How many networks the model file holds (``members``; 1: one network)."""
+    members = int(settings.get("members", 1))
+    if members < 1:
+        raise ConfigError("train.overrides.members", f"{members} must be at least 1")
+    return members
+
+
 def train(
     flairs,
     t1s,
@@ -167,21 +175,22 @@ def train(
 ):
     """Train, checkpointing under ``out_dir/checkpoints`` and resuming from there; returns the log rows.
 
+    With ``members`` > 1 the model file holds that many networks, each trained with ``iterations`` of
+    its own from seed ``seed + k`` on the same subjects, averaged at inference (:class:`FCNEnsemble`)
+    and calibrated together; the log numbers their iterations one after the other.
     ``stop_after`` ends the run early after that many iterations (as an interruption would), leaving
     a checkpoint: used to test that resuming gives the same model as an uninterrupted run.
     """
     set_threads(threads)
     settings = resolve_config(train_config)
     averaging = _weight_averaging(settings)  # a bad setting stops before any volume is read
+    members = _members(settings)
     out_dir = Path(out_dir)
     channels = model_config.get("channels", "flair,t1,tophat")
     t1s = [t for t in t1s if t] or [None] * len(flairs)
     if not (len(flairs) == len(t1s) == len(tophats) == len(references)) or not flairs:
         raise ConfigError("train", "training needs the same number (>= 1) of FLAIR, T1, top-hat and reference files")
     window = inputs_window(list(flairs) + list(t1s)) or "unknown"  # before any work: one window for all
-    seed = int(settings["seed"])
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     subjects = [load_training_subject(*files, channels) for files in zip(flairs, t1s, tophats, references)]
     n_val = min(int(settings["validation_subjects"]), len(subjects) - 1)
     val_subjects, fit_subjects = subjects[:n_val], subjects[n_val:]
@@ -189,12 +198,63 @@ def train(
     subject_of = np.repeat(np.arange(len(fit_subjects)), [len(s[0]) for s in fit_subjects])
     val_images, val_labels = stack_subjects(val_subjects) if val_subjects else (None, None)
     log.info(
-        "training on %d slices of %d subjects (%d lesion pixels), validating on %d subjects",
+        "training on %d slices of %d subjects (%d lesion pixels), validating on %d subjects%s",
         len(images),
         len(fit_subjects),
         int((labels == 1).sum()),
         len(val_subjects),
+        f"; {members} networks, one after the other" if members > 1 else "",
     )
+    dev = pick_device(device)
+    signature = json.dumps(
+        {"settings": settings, "model": model_config, "inputs": list(map(str, flairs))}, sort_keys=True
+    )
+    data = (images, labels, subject_of, val_images, val_labels)
+    total = int(settings["iterations"])
+    networks, rows = [], []
+    for member in range(members):
+        # one network: checkpoints/last.pt as ever; several: checkpoints/member-<k>/last.pt each
+        checkpoint = out_dir / "checkpoints" / (f"member-{member}" if members > 1 else "") / "last.pt"
+        offset = member * total  # the log numbers the members' iterations one after the other
+        stop = None if stop_after is None else stop_after - offset
+        if stop is not None and stop <= 0:
+            return rows
+        network, member_rows, finished = _fit(
+            settings, model_config, data, dev, checkpoint, signature, int(settings["seed"]) + member, averaging, stop
+        )
+        rows += [[r[0] + offset, *r[1:]] for r in member_rows]
+        if not finished:
+            return rows
+        networks.append(network)
+    model = networks[0] if members == 1 else FCNEnsemble(networks)
+    meta = {
+        "name": model_config.get("name", "fcn2d"),
+        "channels": channels,
+        "train": settings,
+        "model": model_config,
+        "iterations": total * members,
+        # inference refuses volumes requantized with another window (wmhflow.preprocess.quantize)
+        "requantize": window,
+    }
+    # The mask threshold, chosen on the held-out validation subjects and stored with the model.
+    meta["calibration"] = calibrate_model(model, list(zip(flairs, t1s, tophats, references))[:n_val], channels, dev)
+    model = model.to("cpu").to(memory_format=torch.contiguous_format)
+    save_model(out_dir / MODEL_FILES["model"], model, meta)
+    with atomic_output(out_dir / MODEL_FILES["config"]) as tmp:
+        tmp.write_text(
+            yaml.safe_dump({"model": model_config, "train": dict(train_config, resolved=settings)}, sort_keys=False)
+        )
+    _write_log(out_dir, rows)
+    _plot_curve(out_dir, rows)
+    return rows
+
+
+def _fit(settings, model_config, data, dev, checkpoint, signature, seed, averaging, stop_after):
+    """(network, log rows, finished) of one network trained from ``seed``, resumed from ``checkpoint``."""
+    images, labels, subject_of, val_images, val_labels = data
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    channels = model_config.get("channels", "flair,t1,tophat")
     sampler = SliceSampler(
         images,
         labels,
@@ -210,7 +270,6 @@ def train(
     small_weight = float(settings.get("small_lesion_weight", 0.0))  # wmhflow.fcn.losses
     small_area = float(settings.get("small_lesion_area", 8.0))
 
-    dev = pick_device(device)
     model = build_model(int(model_config.get("side_maps", 16)), model_config.get("pretrained", "none"))
     model = model.to(dev).to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, settings)
@@ -221,10 +280,6 @@ def train(
     amp = autocast_dtype(dev, "auto")
     prepare(dev)
 
-    checkpoint = out_dir / "checkpoints" / "last.pt"
-    signature = json.dumps(
-        {"settings": settings, "model": model_config, "inputs": list(map(str, flairs))}, sort_keys=True
-    )
     iteration, rows, running, seen = 0, [], 0.0, 0
     if checkpoint.is_file():
         # on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves the rest to the device
@@ -303,28 +358,8 @@ def train(
             _save_checkpoint(checkpoint, model, optimizer, iteration, rng, rows, signature, (running, seen), averaged)
         if stopping:
             log.info("stopping early at iteration %d (checkpoint kept)", iteration)
-            return rows
-    model = _shipped(model, averaged)
-    meta = {
-        "name": model_config.get("name", "fcn2d"),
-        "channels": channels,
-        "train": settings,
-        "model": model_config,
-        "iterations": iteration,
-        # inference refuses volumes requantized with another window (wmhflow.preprocess.quantize)
-        "requantize": window,
-    }
-    # The mask threshold, chosen on the held-out validation subjects and stored with the model.
-    meta["calibration"] = calibrate_model(model, list(zip(flairs, t1s, tophats, references))[:n_val], channels, dev)
-    model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    save_model(out_dir / MODEL_FILES["model"], model, meta)
-    with atomic_output(out_dir / MODEL_FILES["config"]) as tmp:
-        tmp.write_text(
-            yaml.safe_dump({"model": model_config, "train": dict(train_config, resolved=settings)}, sort_keys=False)
-        )
-    _write_log(out_dir, rows)
-    _plot_curve(out_dir, rows)
-    return rows
+            return model, rows, False
+    return _shipped(model, averaged), rows, True
 
 
 def calibrate_model(model, subjects, channels, device="cpu", tta_modes=("none", "flip")) -> dict | None:
