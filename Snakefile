@@ -65,7 +65,10 @@ rule preprocess:
         lambda wildcards: PLAN.preprocess_targets(),
 
 
-# after the last rule: each input/params function is inspected once, not in every job (common.smk)
+# after the last rule: each input/params/resource function is inspected once, not in every job
+include: "workflow/rules/inspect_once.smk"
+
+
 inspect_rule_functions_once(workflow.rules)
 
 
