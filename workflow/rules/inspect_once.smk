@@ -1,6 +1,7 @@
 # Planning speed (issue 13): Snakemake's signature inspection of the rules' functions, done once (the
 # Snakefile calls this after its last rule). A file of its own: Snakemake's linter wants no functions
-# beside rules.
+# beside rules, and its regular expression reads any line with the word rule, a space and later a colon as
+# a rule (hence the loop variable `each`).
 
 
 def inspect_rule_functions_once(rules):
@@ -15,8 +16,8 @@ def inspect_rule_functions_once(rules):
 
     from snakemake.common import overwrite_function_params
 
-    for rule in rules:
-        for item in [*rule.input, *rule.params]:
+    for each in rules:
+        for item in [*each.input, *each.params]:
             func = getattr(item, "callable", None) or (item if callable(item) else None)
             if func is None:
                 continue
@@ -31,7 +32,7 @@ def inspect_rule_functions_once(rules):
         from snakemake.resources import Resource
 
         evaluate = inspect.signature(Resource("_cores", 1).evaluate).parameters
-        evaluators = {r._evaluator for rule in rules for r in rule.resources.values() if r.is_evaluable()}
+        evaluators = {r._evaluator for each in rules for r in each.resources.values() if r.is_evaluable()}
     except (ImportError, AttributeError, TypeError):
         return
     overwrite_function_params(Resource.evaluate, evaluate)  # what Snakemake asks of every bound evaluate
