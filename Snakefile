@@ -65,6 +65,13 @@ rule preprocess:
         lambda wildcards: PLAN.preprocess_targets(),
 
 
+# after the last rule: each input/params/resource function is inspected once, not in every job
+include: "workflow/rules/inspect_once.smk"
+
+
+inspect_rule_functions_once(workflow.rules)
+
+
 # a profile's per-rule settings must name rules that exist (Snakemake would ignore them silently)
 wmh_config.check_rule_names(
     {

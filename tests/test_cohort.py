@@ -74,6 +74,33 @@ def test_results_inside_cohort_is_never_indexed(challenge_tree):
     assert "999" not in set(table["subject"])
 
 
+def test_paths_through_links_are_those_path_resolve_gives(tmp_path):
+    """Discovery resolves each folder once, not each file's every folder (cohort._real_file): the paths
+    must still be Path.resolve()'s when the cohort, a subject folder or a file is a link."""
+    disk = tmp_path / "disk"
+    for sid in (1, 2, 3):
+        _subject(disk / "cohort" / "Utrecht" / str(sid))
+    (tmp_path / "cohort").symlink_to(disk / "cohort")  # the cohort reached through a link
+    moved = disk / "moved"
+    moved.mkdir()
+    flair = disk / "cohort/Utrecht/2/pre/FLAIR.nii.gz"
+    flair.rename(moved / "flair.nii.gz")
+    flair.symlink_to(moved / "flair.nii.gz")  # a linked file
+    images = disk / "cohort/Utrecht/3/pre"
+    images.rename(moved / "pre3")
+    images.symlink_to(moved / "pre3")  # a linked images folder: os.walk does not enter it
+    table = cohort.discover(tmp_path / "cohort", "challenge")
+    assert sorted(table["subject"]) == ["1", "2"]
+    for key in table.index:
+        subject = table.loc[key, "subject"]
+        for column, name in (("flair", "pre/FLAIR.nii.gz"), ("t1", "pre/T1.nii.gz"), ("reference", "wmh.nii.gz")):
+            assert table.loc[key, column] == str((tmp_path / "cohort/Utrecht" / subject / name).resolve())
+    assert table.loc[K("2"), "flair"] == str(moved / "flair.nii.gz")
+    (moved / "flair.nii.gz").unlink()  # a dangling link is no file
+    with pytest.raises(InputError, match="FLAIR image does not exist"):
+        cohort.discover(tmp_path / "cohort", "challenge")
+
+
 def test_splits_per_site_count_fraction_and_reproducible(challenge_tree):
     table = cohort.discover(challenge_tree)
     one = cohort.assign_splits(table, train_per_site=1, seed=3)
