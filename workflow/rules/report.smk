@@ -39,8 +39,10 @@ rule aggregate:
     params:
         split=config["report"]["summary_split"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
-        # other model variants run before on this cohort join the comparison table (paper Table 2)
-        other_variants=PLAN.other_variant_metrics(),
+        # other model variants run before on this cohort join the comparison table (paper Table 2); a
+        # function, so the search of results/ runs when this job is built, not at every parse of the
+        # Snakefile (every snakemake call, and every job on a cluster node: 2-3 s at 10,000 subjects)
+        other_variants=lambda wildcards: PLAN.other_variant_metrics(),
     shell:
         "wmhflow aggregate --metrics {input.metrics:q} {params.other_variants:q} --lesions {input.lesions:q} --subjects {input.subjects:q} "
         f"--model {MODEL} --split {{params.split:q}} --out-dir {{params.out_dir:q}} > {{log:q}} 2>&1"
