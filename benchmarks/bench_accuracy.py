@@ -90,6 +90,21 @@ def make_cohort(work: Path, train_per_site: int, test_per_site: int, shifted_tes
     return table
 
 
+def prep_folder(work: Path, window: str) -> Path:
+    """The cache of the 8-bit FLAIR, T1 and top-hat for a requantization window."""
+    return work / ("prep" if window == "percentile" else f"prep-{window}")  # 'prep': the first runs' cache
+
+
+def masked_metrics(probability, volumes, reference, labels, cut, depth, region) -> dict:
+    """The organisers' metrics of the mask ``wmhflow infer`` makes from ``probability`` (its
+    ``make_mask``: cut, depth rule, ``region`` excluded) against ``labels`` of ``reference`` (nibabel)."""
+    from wmhflow.fcn.infer import make_mask
+
+    zooms = reference.header.get_zooms()[:3]
+    mask, _ = make_mask(probability, volumes["flair"], zooms, cut, min_depth_mm=depth, excluded=region)
+    return evaluate_arrays(labels, mask, reference.affine)
+
+
 def preprocess(row, work: Path, window: str) -> dict:
     """8-bit FLAIR, T1 and top-hat of one subject: the chain of ``wmhflow segment``.
 
@@ -102,7 +117,7 @@ def preprocess(row, work: Path, window: str) -> dict:
     from wmhflow.preprocess.quantize import requantize_array
     from wmhflow.preprocess.tophat import area_tophat
 
-    prep = work / ("prep" if window == "percentile" else f"prep-{window}")  # 'prep': the first runs' cache
+    prep = prep_folder(work, window)
     out = {k: prep / f"{row.subject}_{k}.nii.gz" for k in ("flair", "t1", "tophat")}
     if all(p.is_file() for p in out.values()):
         return {k: str(p) for k, p in out.items()}
@@ -269,7 +284,7 @@ def score(
     brain and/or supratentorial (``segment.restrict_to``; one template registration per subject each).
     """
     from wmhflow.fcn.device import set_threads
-    from wmhflow.fcn.infer import excluded_region, left_right_axis, make_mask, predict_volume, resolve_threshold
+    from wmhflow.fcn.infer import excluded_region, left_right_axis, predict_volume, resolve_threshold
     from wmhflow.fcn.model import load_model
 
     set_threads(threads)
@@ -297,10 +312,7 @@ def score(
                 np.save(kept, prob.astype(np.float16))
             for spec, depth, where in [(s, d, i) for t, s, d, i in out if t == tta]:
                 cut = cuts[tta, spec]
-                zooms = ref.header.get_zooms()[:3]
-                region = regions[where]
-                mask, _ = make_mask(prob, volumes["flair"], zooms, cut, min_depth_mm=depth, excluded=region)
-                metrics = evaluate_arrays(labels, mask, ref.affine)
+                metrics = masked_metrics(prob, volumes, ref, labels, cut, depth, regions[where])
                 out[tta, spec, depth, where].append(
                     {
                         "subject": r["subject"],

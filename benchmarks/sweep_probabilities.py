@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO / "workflow"))
 
 import nibabel as nib  # noqa: E402
 import pandas as pd  # noqa: E402
+from bench_accuracy import masked_metrics, prep_folder  # noqa: E402
 
-from wmhflow.evaluation.metrics import evaluate_arrays  # noqa: E402
-from wmhflow.fcn.infer import excluded_region, make_mask  # noqa: E402
+from wmhflow.fcn.infer import excluded_region  # noqa: E402
 
 METRICS = ["dice", "h95_mm", "avd_pct", "lesion_recall", "lesion_f1"]
 
@@ -38,31 +38,25 @@ def main(argv=None) -> int:
     parser.add_argument("--tta", default="flip", help="the subfolder of the maps: none or flip")
     parser.add_argument("--min-depth-mm", type=float, default=15.0)
     parser.add_argument("--restrict-to", default="brain", choices=("head", "brain", "supratentorial"))
+    parser.add_argument("--window", default="tissue", choices=("tissue", "percentile"), help="as bench_accuracy's")
     parser.add_argument("--work", default=str(REPO / "benchmarks" / "work" / "accuracy"))
     parser.add_argument("--out", required=True, help="CSV: one row per test subject and cut")
     args = parser.parse_args(argv)
     work = Path(args.work)
     cohort = pd.read_csv(work / "cohort.tsv", sep="\t", dtype={"subject": str})
+    prep = prep_folder(work, args.window)
     rows = []
     for r in cohort[cohort.split == "test"].itertuples():
-        volumes = {
-            k: np.asarray(nib.load(work / "prep-tissue" / f"{r.subject}_{k}.nii.gz").dataobj)
-            for k in ("flair", "t1", "tophat")
-        }
+        volumes = {k: np.asarray(nib.load(prep / f"{r.subject}_{k}.nii.gz").dataobj) for k in ("flair", "t1", "tophat")}
         reference = nib.load(r.reference)
         labels = np.rint(np.asarray(reference.dataobj, np.float32)).astype(np.int16)
         region = excluded_region(args.restrict_to, volumes, reference.affine)[0]
         maps = [np.load(Path(m) / args.tta / f"{r.subject}.npy").astype(np.float32) for m in args.members]
         probability = np.mean(maps, axis=0)
-        zooms = reference.header.get_zooms()[:3]
+        group = "seen sites" if r.group == "seen" else r.site
         for cut in args.cuts:
-            mask, _ = make_mask(
-                probability, volumes["flair"], zooms, cut, min_depth_mm=args.min_depth_mm, excluded=region
-            )
-            group = "seen sites" if r.group == "seen" else r.site
-            rows.append(
-                {"subject": r.subject, "group": group, "cut": cut, **evaluate_arrays(labels, mask, reference.affine)}
-            )
+            metrics = masked_metrics(probability, volumes, reference, labels, cut, args.min_depth_mm, region)
+            rows.append({"subject": r.subject, "group": group, "cut": cut, **metrics})
     table = pd.DataFrame(rows)
     table.insert(0, "members", " + ".join(Path(m).name for m in args.members))
     table.to_csv(args.out, index=False)
