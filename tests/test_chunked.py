@@ -20,11 +20,11 @@ from conftest import wmhflow_command, write_nifti
 from test_workflow import snakemake
 
 from wmhflow.errors import ConfigError
-from wmhflow.fcn.infer_batch import Subject, run_chunk, subjects_of
+from wmhflow.fcn.infer_batch import Subject, run_chunk, subjects_of, write_threads
 from wmhflow.fcn.model import build_model, save_model
 from wmhflow.paths import prefix, sidecar_path
 from wmhflow.plan import Plan
-from wmhflow.staging import SubjectNotSegmented, place, read_status
+from wmhflow.staging import SubjectNotSegmented, place, read_status, staged_path
 
 SETTINGS = {
     "device": "cpu",
@@ -198,6 +198,29 @@ def test_a_chunk_writes_what_infer_writes_and_a_bad_subject_only_fails_itself(tm
     # another setting is another result: nothing is reused
     rows = run_chunk(subjects, [str(tiny_model)], dict(SETTINGS, threshold="0.3"), staging, status)
     assert [r["status"] for r in rows] == ["done"] * 3
+
+
+def test_several_writers_write_the_same_files_and_keep_a_failure_to_its_subject(tmp_path, tiny_model):
+    # On a GPU a chunk post-processes and writes several subjects side by side (write_threads); the
+    # files, the status rows and their order must be those of one writer.
+    root = tmp_path / "results"
+    subjects = [_subject(root, label, seed) for seed, label in enumerate(["01", "02", "03", "04", "05"])]
+    Path(subjects[1].t1).write_bytes(b"not a NIfTI file")
+    staged = {}
+    for writers in (1, 3):
+        staging, status = tmp_path / f"staged-{writers}", tmp_path / f"chunk-{writers}.tsv"
+        rows = run_chunk(subjects, [str(tiny_model)], SETTINGS, staging, status, writers=writers)
+        assert [r["subject"] for r in rows] == [s.key for s in subjects]
+        assert [r["status"] for r in rows] == ["done", "failed", "done", "done", "done"]
+        staged[writers] = {
+            (s.key, kind): np.asarray(nib.load(staged_path(staging, s.key, getattr(s, kind))).dataobj)
+            for s in subjects
+            if s is not subjects[1]
+            for kind in ("probseg", "mask")
+        }
+    assert staged[1].keys() == staged[3].keys()
+    assert all(np.array_equal(staged[1][k], staged[3][k]) for k in staged[1])
+    assert write_threads("cpu", 8) == 1  # on a CPU the FCN has every thread
 
 
 def test_infer_batch_command_reports_a_missing_model_in_one_line(tmp_path):

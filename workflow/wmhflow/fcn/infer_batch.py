@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -70,11 +71,14 @@ def _read(subject: Subject, model_paths, metas, channels):
     return volumes, flair_img
 
 
-def run_chunk(subjects: list[Subject], model_paths, settings: dict, staging_dir, status_path) -> list[dict]:
+def run_chunk(
+    subjects: list[Subject], model_paths, settings: dict, staging_dir, status_path, writers: int = 1
+) -> list[dict]:
     """Segment every subject of a chunk; write its status table; return its rows.
 
     Only a problem of the whole chunk (a model file that cannot be read) raises; a subject's own error
-    becomes a 'failed' row and the next subject runs.
+    becomes a 'failed' row and the next subject runs. ``writers``: how many subjects are post-processed
+    and written side by side (:func:`write_threads`); the files do not depend on it.
     """
     rows, todo, stamps = [], [], {}
     for s in subjects:
@@ -85,7 +89,7 @@ def run_chunk(subjects: list[Subject], model_paths, settings: dict, staging_dir,
             todo.append(s)
     log.info("%d subject(s) to segment, %d already staged and up to date", len(todo), len(subjects) - len(todo))
     if todo:
-        rows += _segment_all(todo, model_paths, settings, staging_dir, stamps)
+        rows += _segment_all(todo, model_paths, settings, staging_dir, stamps, max(1, int(writers)))
     order = {s.key: i for i, s in enumerate(subjects)}
     rows.sort(key=lambda r: order[r["subject"]])
     staging.write_status(status_path, rows)
@@ -100,21 +104,34 @@ def run_chunk(subjects: list[Subject], model_paths, settings: dict, staging_dir,
     return rows
 
 
-def _segment_all(todo, model_paths, settings, staging_dir, stamps) -> list[dict]:
+def write_threads(device, threads) -> int:
+    """How many subjects a chunk post-processes and writes side by side.
+
+    On a GPU the FCN pass of a subject takes a fraction of a second while its CPU part (the template
+    registration of ``restrict_to``, the depth rule, gzip) takes seconds, so one writer would keep the
+    GPU waiting: every CPU of the job but the one feeding the GPU writes. On a CPU the FCN already uses
+    every thread; a second writer would only compete with it.
+    """
+    from .device import pick_device
+
+    return max(1, int(threads or 1) - 1) if pick_device(device).type == "cuda" else 1
+
+
+def _segment_all(todo, model_paths, settings, staging_dir, stamps, writers=1) -> list[dict]:
     from .infer import load_models, predict_subject
 
     started = time.perf_counter()
     models, metas = load_models(model_paths)  # once per chunk: the whole point
     channels = metas[0].get("channels", "flair,t1,tophat")
-    log.info("model(s) loaded in %.1f s", time.perf_counter() - started)
-    rows, writing = [], None
-    # Three stages side by side, one subject each: a reader thread decompresses and checks the next
-    # subject, this thread runs the FCN (the GPU's part), a writer thread post-processes and writes the
-    # previous one (zlib and most of numpy release the GIL). At most one subject waits to be written,
-    # so memory stays that of three subjects.
+    log.info("model(s) loaded in %.1f s; %d subject(s) written side by side", time.perf_counter() - started, writers)
+    rows, writing = [], deque()
+    # Three stages side by side: a reader thread decompresses and checks the next subject, this thread
+    # runs the FCN (the GPU's part), ``writers`` threads post-process and write the previous ones (ITK,
+    # zlib and most of numpy release the GIL). At most ``writers`` subjects wait to be written, so memory
+    # stays that of writers + 2 subjects.
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-next") as reader,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-previous") as writer,
+        ThreadPoolExecutor(max_workers=writers, thread_name_prefix="write-previous") as writer,
     ):
         pending = reader.submit(_read, todo[0], model_paths, metas, channels)
         for i, subject in enumerate(todo):
@@ -129,26 +146,30 @@ def _segment_all(todo, model_paths, settings, staging_dir, stamps) -> list[dict]
             except Exception as exc:  # noqa: BLE001 (one subject's failure; _failed says which kinds)
                 rows.append(_row(subject, t0, _failed(subject, exc)))
                 continue
-            if writing is not None:
-                rows.append(_row(*writing[:2], writing[2].result()))
-            writing = (
-                subject,
-                t0,
-                writer.submit(
-                    _write,
+            while len(writing) >= writers:
+                done_subject, done_t0, outcome = writing.popleft()
+                rows.append(_row(done_subject, done_t0, outcome.result()))
+            writing.append(
+                (
                     subject,
-                    predicted,
-                    volumes,
-                    flair_img,
-                    metas,
-                    model_paths,
-                    settings,
-                    staging_dir,
-                    stamps[subject.key],
-                ),
+                    t0,
+                    writer.submit(
+                        _write,
+                        subject,
+                        predicted,
+                        volumes,
+                        flair_img,
+                        metas,
+                        model_paths,
+                        settings,
+                        staging_dir,
+                        stamps[subject.key],
+                    ),
+                )
             )
-        if writing is not None:
-            rows.append(_row(*writing[:2], writing[2].result()))
+        while writing:
+            done_subject, done_t0, outcome = writing.popleft()
+            rows.append(_row(done_subject, done_t0, outcome.result()))
     return rows
 
 
@@ -226,6 +247,7 @@ def main(args) -> int:
         if not os.path.isfile(path):
             raise InputError(path, "model file does not exist")
     settings = settings_of(args)
-    rows = run_chunk(subjects, args.model, settings, args.staging, args.status)
+    writers = write_threads(settings["device"], args.threads)
+    rows = run_chunk(subjects, args.model, settings, args.staging, args.status, writers)
     log.info("settings: %s", json.dumps(dict(settings, model=args.model, subjects=len(rows))))
     return 0
