@@ -17,6 +17,7 @@ the same subjects (the accuracy benchmark's test subjects: realistic volumes) in
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import sys
@@ -57,17 +58,17 @@ def main(argv=None) -> int:
     cohort = pd.read_csv(Path(args.work) / "cohort.tsv", sep="\t", dtype={"subject": str})
     keys = [k for k in cohort.subject if (maps / f"{k}.npy").is_file()][: args.subjects]
 
-    calls = []  # the chunk runs its subjects' FCN passes in their order, one after another
+    if len(keys) < args.subjects:
+        raise SystemExit(f"{maps}: maps of {len(keys)} subjects, {args.subjects} asked for")
+    # every subject succeeds, and a chunk runs their FCN passes in their order, one after another
+    in_chunk_order = itertools.cycle(keys)
 
     def infinitely_fast_gpu(models, metas, volumes, flair_img, settings):
-        subject = keys[len(calls) % len(keys)]
-        calls.append(subject)
+        subject = next(in_chunk_order)
         flip_axis = infer.left_right_axis(flair_img.affine)
         return {"prob": np.load(maps / f"{subject}.npy").astype(np.float32), "seconds": 0.0, "flip_axis": flip_axis}
 
     infer.predict_subject = infinitely_fast_gpu  # the chunk imports it from there when it runs
-    if len(keys) < args.subjects:
-        raise SystemExit(f"{maps}: maps of {len(keys)} subjects, {args.subjects} asked for")
     settings = {
         "device": "cpu",
         "precision": "fp32",

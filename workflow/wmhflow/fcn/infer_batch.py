@@ -146,9 +146,7 @@ def _segment_all(todo, model_paths, settings, staging_dir, stamps, writers=1) ->
             except Exception as exc:  # noqa: BLE001 (one subject's failure; _failed says which kinds)
                 rows.append(_row(subject, t0, _failed(subject, exc)))
                 continue
-            while len(writing) >= writers:
-                done_subject, done_t0, outcome = writing.popleft()
-                rows.append(_row(done_subject, done_t0, outcome.result()))
+            rows += _written(writing, keep=writers - 1)
             writing.append(
                 (
                     subject,
@@ -167,9 +165,16 @@ def _segment_all(todo, model_paths, settings, staging_dir, stamps, writers=1) ->
                     ),
                 )
             )
-        while writing:
-            done_subject, done_t0, outcome = writing.popleft()
-            rows.append(_row(done_subject, done_t0, outcome.result()))
+        rows += _written(writing, keep=0)
+    return rows
+
+
+def _written(writing: deque, keep: int) -> list[dict]:
+    """Rows of the oldest subjects being written, waited for until at most ``keep`` are left."""
+    rows = []
+    while len(writing) > keep:
+        subject, t0, outcome = writing.popleft()
+        rows.append(_row(subject, t0, outcome.result()))
     return rows
 
 

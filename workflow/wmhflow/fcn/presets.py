@@ -66,12 +66,12 @@ PRESETS = {
         "seed": 0,
     },
     # Real cohorts, other scanners: the demo's recipe with scanner augmentation, small-lesion sampling
-    # and CE + soft Dice. 1,600 iterations of batch 8 on 64 x 64 crops (until 2026-12-07: 800 on 96 x 96,
-    # the same pixels in all): a 64-pixel crop costs 0.44x a 96-pixel one, and twice the steps on
-    # smaller crops met every seen-site target and the held-out scanner's at the calibrated cut for two
-    # seeds, which 800 steps on 96-pixel crops did for neither (README, Benchmarks, "Twice the steps on
-    # smaller crops"; benchmarks/bench_accuracy.py). Within 30 min on 2 cores without AVX-512
-    # (benchmarks/bench_train_time.py); minutes on a GPU.
+    # and CE + soft Dice. 1,600 iterations of batch 8 on 64 x 64 crops (until 2026-12-07: 800 on 96 x 96;
+    # 0.89x the pixels in all): a 64-pixel crop (0.44x the pixels) costs 0.48x the CPU of a 96-pixel one,
+    # and twice the steps on smaller crops met every seen-site target and the held-out scanner's at the
+    # calibrated cut for two seeds, which 800 steps on 96-pixel crops did for neither (README, Benchmarks,
+    # "Twice the steps on smaller crops"; benchmarks/bench_accuracy.py). Within 30 min on 2 cores without
+    # AVX-512 (benchmarks/bench_train_time.py); minutes on a GPU.
     "standard": {
         "iterations": 1600,
         "batch_size": 8,
