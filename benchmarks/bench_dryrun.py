@@ -108,7 +108,8 @@ def slurm_plugin_import_seconds() -> float | None:
     return None if seconds < 0 else round(seconds, 2)
 
 
-def plan_command(snakefile: Path, tmp: Path, quiet: bool = True) -> list[str]:
+def plan_command(snakefile: Path, tmp: Path, quiet: bool = True, settings: tuple = ()) -> list[str]:
+    """``settings``: more KEY=VALUE words for --config (e.g. a mode only the new version has)."""
     return [
         "-m",
         "snakemake",
@@ -123,17 +124,21 @@ def plan_command(snakefile: Path, tmp: Path, quiet: bool = True) -> list[str]:
         f"cohort={tmp / 'cohort'}",
         "results=results",
         "model={name: fcn2d, checkpoint: " + str(tmp / "model.pt") + "}",
+        *settings,
     ]
 
 
-def time_plan(checkout: Path, tmp: Path) -> tuple[float, float]:
+def time_plan(checkout: Path, tmp: Path, settings: tuple = ()) -> tuple[float, float]:
     """(wall, CPU) seconds of one `snakemake -n` of the cohort in tmp by the checkout's Snakefile and
     wmhflow. CPU time (user + system) moves less than wall time when others load the machine."""
     env = {**os.environ, "PYTHONPATH": str(checkout / "workflow")}  # its own wmhflow, not the installed one
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     run = subprocess.run(
-        [sys.executable, *plan_command(checkout / "Snakefile", tmp)], capture_output=True, text=True, env=env
+        [sys.executable, *plan_command(checkout / "Snakefile", tmp, settings=settings)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -158,14 +163,21 @@ PHASES = (
 )
 
 
-def profile_plan(checkout: Path, tmp: Path, top: int = 25) -> dict:
+def profile_plan(checkout: Path, tmp: Path, top: int = 25, settings: tuple = ()) -> dict:
     import pstats
 
     stats_file = tmp / "plan.prof"
     env = {**os.environ, "PYTHONPATH": str(checkout / "workflow")}
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "cProfile", "-o", str(stats_file), *plan_command(checkout / "Snakefile", tmp)],
+        [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(stats_file),
+            *plan_command(checkout / "Snakefile", tmp, settings=settings),
+        ],
         check=True,
         capture_output=True,
         env=env,
@@ -219,9 +231,18 @@ def main() -> int:
         help="also profile the planning of the first cohort size once "
         "(each version); write the top entries to this JSON",
     )
+    parser.add_argument(
+        "--new-config",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more --config words for this version only (a setting the old one lacks), e.g. "
+        "'preprocess={jobs: per_chunk}'; recorded in the CSV",
+    )
     parser.add_argument("--out", help="default: benchmarks/results/dryrun.csv (dryrun_bids.csv for bids)")
     args = parser.parse_args()
     versions = [("new", REPO)] + ([("old", args.old.resolve())] if args.old else [])
+    settings = {"new": tuple(args.new_config), "old": ()}
     labels = {name: checkout_label(path) for name, path in versions}
     slurm_import = slurm_plugin_import_seconds()
     print(f"SLURM executor plugin import: {slurm_import} s (paid by every call, both versions)")
@@ -241,7 +262,7 @@ def main() -> int:
                     "subjects": n,
                     "layout": args.layout,
                     "slurm_plugin_import_s": slurm_import,
-                    **{name: profile_plan(checkout, tmp) for name, checkout in versions},
+                    **{name: profile_plan(checkout, tmp, settings=settings[name]) for name, checkout in versions},
                 }
                 args.profile.parent.mkdir(parents=True, exist_ok=True)
                 args.profile.write_text(json.dumps(report, indent=1) + "\n")
@@ -251,14 +272,15 @@ def main() -> int:
             for repeat in range(args.repeats if args.old else 1):
                 # old first in odd pairs, new first in even ones: neither always gets the warmer cache
                 for name, checkout in versions[::-1] if repeat % 2 == 0 else versions:
-                    seconds, cpu_seconds = time_plan(checkout, tmp)
+                    seconds, cpu_seconds = time_plan(checkout, tmp, settings[name])
                     times[name].append(seconds)
                     cpu[name].append(cpu_seconds)
                     rows.append(
                         {
                             "layout": args.layout,
                             "subjects": n,
-                            "what": f"snakemake -n {name} ({labels[name]})",
+                            "what": f"snakemake -n {name} ({labels[name]})"
+                            + (f" --config {' '.join(settings[name])}" if settings[name] else ""),
                             "run": repeat + 1,
                             "seconds": round(seconds, 2),
                             "cpu_seconds": round(cpu_seconds, 2),

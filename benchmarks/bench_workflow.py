@@ -7,8 +7,12 @@ Writes benchmarks/results/workflow_overhead.csv (issue 13). One run, one machine
   2 jobs a subject; per_step: check, align, N4 x2, requantize x2, top-hat, infer, 8 jobs a subject),
   wall time of the whole call / N; per rule, the mean ``s`` and ``max_rss`` of its ``benchmark:`` files.
 - ``in_process``: the same chain in this one process, ``wmhflow.segment.segment_subject(...,
-  keep_intermediates=True)`` for each subject (imports paid once), wall / N; per step the timings the
-  function logs (kernel + writing the kept intermediate).
+  keep_intermediates=True)`` for each subject (imports paid once), then what the workflow makes of each
+  mask (lesion table, QC picture, challenge metrics: the finishing job's verbs, called in this process),
+  wall / N; per step the timings the function logs (kernel + writing the kept intermediate).
+- CPU seconds (user + system) of both, per subject: the workflow runs subjects side by side on the 2
+  cores (preprocessing jobs of 1 thread each) where the chain runs them one after another, so the wall
+  ratio mixes scheduling gains into the overhead; the CPU ratio is the work each path does.
 - ``start_import``: per verb, a fresh ``python -c 'import <verb module>'`` (process start + imports: what
   every job pays before its kernel), and which heavy libraries (torch, SimpleITK, scikit-image, pandas,
   numba) that import pulls in.
@@ -29,6 +33,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -73,10 +78,20 @@ def prepare(root: Path, subjects: int, seed: int) -> tuple[pd.DataFrame, Path]:
     return table, model
 
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process (torch's included)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_workflow(
     root: Path, model: Path, subjects_per_job: int = 1, preprocess_jobs: str = "per_subject"
-) -> tuple[float, list[dict]]:
-    """Wall seconds of the whole snakemake call, and one row per rule from its benchmark: files."""
+) -> tuple[float, float, list[dict]]:
+    """Wall and CPU seconds of the whole snakemake call, and one row per rule from its benchmark: files."""
     from wmhflow import config as wmh_config
     from wmhflow.plan import Plan
     from wmhflow.workflow_subjects import subjects_for_workflow
@@ -119,9 +134,9 @@ def run_workflow(
     dry = subprocess.run(cmd + ["-n", "--quiet", "rules"], capture_output=True, text=True, env=env_with_venv())
     if dry.returncode != 0:
         raise SystemExit(f"snakemake -n failed:\n{dry.stdout[-3000:]}\n{dry.stderr[-3000:]}")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), children_cpu_seconds()
     run = subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv())
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, children_cpu_seconds() - cpu_started
     if run.returncode != 0:
         raise SystemExit(f"snakemake failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     # The fixed cost of one snakemake call (start, parsing, DAG, end) with nothing left to do: paid once
@@ -149,7 +164,7 @@ def run_workflow(
                 "mean_rss_mb": frames["max_rss"].mean(),
             }
         )
-    return wall, rows
+    return wall, cpu, rows
 
 
 class _StepTimings(logging.Handler):
@@ -165,18 +180,40 @@ class _StepTimings(logging.Handler):
             self.runs.append(json.loads(message.split("; steps ", 1)[1]))
 
 
-def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float, dict]:
+def finish_in_process(made: dict, row, out_dir: Path, slices: int) -> None:
+    """What the workflow's finishing job makes of a mask (finish_subject.smk), by the same verbs, here."""
+    from wmhflow.cli import run_verb
+
+    subject = f"b{row.subject}"
+    steps = {
+        "lesions": ["--mask", made["mask"], "--probseg", made["probseg"], f"--subject={subject}"],
+        "qc": ["--flair", row.flair, "--mask", made["mask"], f"--reference={row.reference}"]
+        + [f"--title=sub-{subject} ({row.site}), model {MODEL_NAME}", "--slices", str(slices)],
+        "evaluate": ["--reference", row.reference, "--prediction", made["mask"], f"--subject={subject}"]
+        + [f"--site={row.site}", "--split=test", "--model", MODEL_NAME],
+    }
+    for verb, words in steps.items():
+        if run_verb(verb, [*words, "--output", str(out_dir / f"sub-{subject}_{verb}.out")]) != 0:
+            raise SystemExit(f"in-process {verb} of sub-{subject} failed")
+
+
+def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float, float, dict]:
+    import yaml
+
     from wmhflow.fcn.device import set_threads
     from wmhflow.segment import ChainSettings, segment_subject
+
+    slices = yaml.safe_load((REPO / "config.yaml").read_text())["report"]["qc_slices"]
 
     set_threads(2)
     handler = _StepTimings()
     logger = logging.getLogger("wmhflow.segment")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), own_cpu_seconds()
+    finishing = 0.0
     for row in table.itertuples():
-        segment_subject(
+        made = segment_subject(
             row.flair,
             row.t1,
             str(model),
@@ -184,10 +221,14 @@ def run_in_process(root: Path, table: pd.DataFrame, model: Path) -> tuple[float,
             subject=f"b{row.subject}",
             settings=ChainSettings(keep_intermediates=True, threads=2),
         )
-    wall = time.perf_counter() - started
+        finish_started = time.perf_counter()
+        finish_in_process(made, row, root / "inproc", slices)
+        finishing += time.perf_counter() - finish_started
+    wall, cpu = time.perf_counter() - started, own_cpu_seconds() - cpu_started
     logger.removeHandler(handler)
     steps = pd.DataFrame(handler.runs).mean().to_dict()
-    return wall, steps
+    steps["lesions_qc_evaluate"] = finishing / len(table)
+    return wall, cpu, steps
 
 
 def time_imports() -> list[dict]:
@@ -305,10 +346,10 @@ def main() -> int:
             for mode in args.preprocess_jobs
             for per_job in args.subjects_per_job
         }
-        ip_wall, steps = run_in_process(root, table, model)
+        ip_wall, ip_cpu, steps = run_in_process(root, table, model)
         n = args.subjects
         rows = []
-        for (mode, per_job), (wf_wall, rule_rows) in runs.items():
+        for (mode, per_job), (wf_wall, wf_cpu, rule_rows) in runs.items():
             call = rule_rows[0]["s"]
             common = {"label": args.label, "preprocess_jobs": mode, "subjects_per_job": per_job}
             rows += [
@@ -327,6 +368,8 @@ def main() -> int:
                     "name": "(workflow less call's fixed cost)/in_process",
                     "s": round((wf_wall - call) / ip_wall, 3),
                 },
+                {**common, "part": "cpu_per_subject", "name": "workflow", "s": round(wf_cpu / n, 2)},
+                {**common, "part": "ratio", "name": "CPU workflow/in_process", "s": round(wf_cpu / ip_cpu, 3)},
             ]
             for rule in rule_rows[:2]:
                 rows.append({**common, "part": "snakemake_call", "name": rule["rule"], "s": round(rule["s"], 2)})
@@ -343,6 +386,7 @@ def main() -> int:
                     }
                 )
         rows.append({"label": args.label, "part": "per_subject", "name": "in_process", "s": round(ip_wall / n, 2)})
+        rows.append({"label": args.label, "part": "cpu_per_subject", "name": "in_process", "s": round(ip_cpu / n, 2)})
         for step, seconds in steps.items():
             rows.append({"label": args.label, "part": "in_process_step", "name": step, "s": round(seconds, 2)})
         for imp in time_imports():
