@@ -21,7 +21,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/step_commands.smk"
 
 
-# preprocess.jobs: a subject's check and preprocessing steps in one job, or one job per step
+# preprocess.jobs: a subject's check and preprocessing steps in one job, or one job per step; per_chunk:
+# one job per segmentation chunk, and one per subject for the others (training, validation)
 if PLAN.preprocess_per_subject:
 
     include: "workflow/rules/preprocess_subject.smk"
@@ -30,6 +31,11 @@ else:
 
     include: "workflow/rules/check.smk"
     include: "workflow/rules/preprocess.smk"
+
+
+if PLAN.preprocess_per_chunk:
+
+    include: "workflow/rules/preprocess_batch.smk"
 
 
 include: "workflow/rules/model.smk"
@@ -62,7 +68,7 @@ rule preprocess:
     # a function: the ~6 names a subject are then built only when this rule is the target, not
     # parsed into Snakemake's file objects on every call (a few seconds at 10,000 subjects)
     input:
-        lambda wildcards: PLAN.preprocess_targets(),
+        lambda wildcards: PLAN.preprocess_rule_inputs(),
 
 
 # after the last rule: each input/params/resource function is inspected once, not in every job

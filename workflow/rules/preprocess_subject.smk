@@ -18,26 +18,34 @@ PREPROCESS_STEPS = [
     ),
     tophat_step("output.flair_quant", "output.tophat"),
 ]
+# The rule's inputs and outputs by name, also for preprocess_batch.smk (per_chunk), which runs these steps
+# for each subject of a chunk and writes these files.
+PREPROCESS_INPUTS = dict(
+    flair=subject_file("flair"),
+    t1=subject_file("t1") if T1_STEPS else PLAN.optional_subject_file("t1"),
+)
+PREPROCESS_OUTPUTS = dict(
+    **(
+        dict(
+            t1_aligned=out("{subject}", "T1w", desc="aligned"),
+            t1_n4=out("{subject}", "T1w", desc="n4"),
+            t1_quant=out("{subject}", "T1w", desc="quant"),
+        )
+        if T1_STEPS
+        else {}
+    ),
+    checked=PLAN.check_file(),
+    flair_n4=out("{subject}", "FLAIR", desc="n4"),
+    flair_quant=out("{subject}", "FLAIR", desc="quant"),
+    tophat=out("{subject}", "FLAIR", desc="tophat"),
+)
 
 
 rule preprocess_subject:
     input:
-        flair=subject_file("flair"),
-        t1=subject_file("t1") if T1_STEPS else PLAN.optional_subject_file("t1"),
+        **PREPROCESS_INPUTS,
     output:
-        **(
-            dict(
-                t1_aligned=out("{subject}", "T1w", desc="aligned"),
-                t1_n4=out("{subject}", "T1w", desc="n4"),
-                t1_quant=out("{subject}", "T1w", desc="quant"),
-            )
-            if T1_STEPS
-            else {}
-        ),
-        checked=PLAN.check_file(),
-        flair_n4=out("{subject}", "FLAIR", desc="n4"),
-        flair_quant=out("{subject}", "FLAIR", desc="quant"),
-        tophat=out("{subject}", "FLAIR", desc="tophat"),
+        **PREPROCESS_OUTPUTS,
     log:
         log("preprocess_subject"),
     benchmark:

@@ -30,6 +30,10 @@ VERBS = {
         "run the FCN on a chunk of subjects in one job (segment.subjects_per_job)",
     ),
     "place-segmentation": ("wmhflow.staging", "put one subject's segmentation from its chunk job at its final paths"),
+    "preprocess-batch": (
+        "wmhflow.preprocess.batch",
+        "preprocess a chunk of subjects in one job, one status row each (preprocess.jobs: per_chunk)",
+    ),
     "steps": (
         "wmhflow.steps",
         "run several verbs one after another in this one process (VERB ARGS :: VERB ARGS ...)",
@@ -75,8 +79,9 @@ def main(argv=None) -> int:
     return run_verb(top.verb, rest)
 
 
-def run_verb(verb: str, argv: list[str]) -> int:
-    """Run one verb with its own arguments; its exit code (2 and one error line for a WmhflowError)."""
+def call_verb(verb: str, argv: list[str]) -> int:
+    """Run one verb with its own arguments; its exit code. A WmhflowError is raised (preprocess-batch
+    records it as the subject's reason); :func:`run_verb` prints it."""
     module_name, help_text = VERBS[verb]
     verb_parser = argparse.ArgumentParser(prog=f"wmhflow {verb}", description=help_text)
     try:
@@ -88,8 +93,13 @@ def run_verb(verb: str, argv: list[str]) -> int:
         raise
     module.add_arguments(verb_parser)
     args = verb_parser.parse_args(argv)
+    return int(module.main(args) or 0)
+
+
+def run_verb(verb: str, argv: list[str]) -> int:
+    """Run one verb with its own arguments; its exit code (2 and one error line for a WmhflowError)."""
     try:
-        return int(module.main(args) or 0)
+        return call_verb(verb, argv)
     except WmhflowError as exc:
         print(f"wmhflow {verb}: error: {exc}", file=sys.stderr)
         return 2

@@ -214,6 +214,13 @@ def validate(config: dict) -> dict:
     low, high = quant["low_percentile"], quant["high_percentile"]
     if not low < high:
         raise ConfigError("requantize", f"low_percentile ({low}) must be below high_percentile ({high})")
+    # per_chunk preprocesses each segmentation chunk in one job: without chunks there is nothing to join
+    if config["preprocess"]["jobs"] == "per_chunk" and config["segment"]["subjects_per_job"] < 2:
+        raise ConfigError(
+            "preprocess.jobs",
+            "per_chunk preprocesses each segmentation chunk in one job, and segment.subjects_per_job is "
+            f"{config['segment']['subjects_per_job']} (no chunks): set it to 2 or more, or use jobs: per_subject",
+        )
     model = config.get("model", {})
     checkpoints = model.get("checkpoint") or []
     for checkpoint in [checkpoints] if isinstance(checkpoints, str) else checkpoints:  # a list: an ensemble
@@ -239,8 +246,17 @@ RENAMED_RULES = {
 }
 #: the Snakefile includes one of two sets by segment.subjects_per_job; a profile may size both
 SEGMENTATION_RULES = ("infer", "infer_batch")
-#: and one of two by preprocess.jobs (per_subject: the one rule; per_step: one rule per step)
-PREPROCESSING_RULES = ("preprocess_subject", "check_subject", "align_t1", "bias_correct", "requantize", "tophat")
+#: and one of two by preprocess.jobs (per_subject: the one rule; per_step: one rule per step; per_chunk:
+#: preprocess_batch for the segment chunks and preprocess_subject for the other subjects)
+PREPROCESSING_RULES = (
+    "preprocess_subject",
+    "preprocess_batch",
+    "check_subject",
+    "align_t1",
+    "bias_correct",
+    "requantize",
+    "tophat",
+)
 #: and each of the two finishing rules only when the cohort has test or predict subjects
 FINISHING_RULES = ("finish_subject", "finish_test_subject")
 

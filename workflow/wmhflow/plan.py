@@ -222,9 +222,20 @@ class Plan:
         return [s for s, split in self.column("split").items() if split in splits]
 
     @property
+    def preprocess_jobs(self) -> str:
+        """preprocess.jobs: per_subject, per_step or per_chunk (docs/cluster.md)."""
+        return self.config.get("preprocess", {}).get("jobs", "per_subject")
+
+    @property
     def preprocess_per_subject(self) -> bool:
-        """preprocess.jobs: one job per subject for its check and preprocessing steps, or one per step."""
-        return self.config.get("preprocess", {}).get("jobs", "per_subject") == "per_subject"
+        """A subject's check and preprocessing steps in one job (rule preprocess_subject), not one per step.
+        per_chunk too: its subjects outside the segment chunks (training, validation) keep that rule."""
+        return self.preprocess_jobs != "per_step"
+
+    @property
+    def preprocess_per_chunk(self) -> bool:
+        """preprocess.jobs: per_chunk: one job (rule preprocess_batch) preprocesses a segment chunk."""
+        return self.preprocess_jobs == "per_chunk"
 
     def n4_input(self, wildcards) -> str:
         """The FLAIR as given, the T1 once aligned onto the FLAIR grid."""
@@ -341,6 +352,22 @@ class Plan:
 
         return files
 
+    # preprocess.jobs: per_chunk: one job (rule preprocess_batch, `wmhflow preprocess-batch`) preprocesses a
+    # segment chunk's subjects, writing their files at the paths preprocess_subject writes, undeclared; it
+    # declares only this table (one row per subject: done | failed, and why), as infer_batch does.
+    def preprocess_chunk_status(self, chunk="{chunk}") -> str:
+        return f"{self.results}/chunks/preprocess_batch/{chunk}.tsv"
+
+    def preprocess_chunk_inputs(self, column):
+        """Input function of rule preprocess_batch: the raw ``column`` (flair, t1) of the chunk's subjects
+        that have one."""
+        values = self.column(column) if column in self.subjects else {}
+
+        def files(wildcards):
+            return [values[s] for s in self.segment_chunks[wildcards.chunk] if values.get(s)]
+
+        return files
+
     def chunk_status_of(self, wildcards) -> str:
         """Input function of the per-subject rule that places its files: the status table of its chunk."""
         chunk = self.segment_chunk_of.get(wildcards.subject)
@@ -356,6 +383,18 @@ class Plan:
     def preprocess_targets(self) -> list[str]:
         steps = [(suffix, desc) for suffix, desc in PREPROCESSED if self.needs_t1 or suffix != "T1w"]
         return [self.out(s, suffix, desc=desc) for s in self.subjects.index for suffix, desc in steps]
+
+    def preprocess_rule_inputs(self) -> list[str]:
+        """Rule ``preprocess``'s input: :meth:`preprocess_targets`; with per_chunk the chunks' status tables
+        instead of their subjects' files (which no rule declares), and the others' files."""
+        if not self.preprocess_per_chunk:
+            return self.preprocess_targets()
+        steps = [(suffix, desc) for suffix, desc in PREPROCESSED if self.needs_t1 or suffix != "T1w"]
+        chunked = self.segment_chunk_of
+        others = [
+            self.out(s, suffix, desc=desc) for s in self.subjects.index if s not in chunked for suffix, desc in steps
+        ]
+        return [self.preprocess_chunk_status(c) for c in self.segment_chunks] + others
 
     def model_targets(self) -> list[str]:
         if not self.trains_model:

@@ -7,7 +7,8 @@ a crash or a kill too:
 
 - ``done``: every output of the subject exists;
 - ``failed``: a rule of the subject logged an error; ``step`` is that rule, ``reason`` the one-line
-  message (``wmhflow <verb>: error: <file>: <problem>``) from its log;
+  message (``wmhflow <verb>: error: <file>: <problem>``) from its log; with ``preprocess.jobs:
+  per_chunk`` also a failed row of its chunk's preprocessing table (step ``preprocess_batch``);
 - ``blocked``: the subject's own steps did not fail but something it needs did (the model's training,
   or a subject of its segmentation chunk whose own step failed: the chunk's one job cannot start);
 - ``incomplete``: not run yet, or interrupted (run again; after a kill, ``snakemake --unlock`` first).
@@ -59,6 +60,21 @@ def _own_failure(plan, subject) -> tuple[str, str] | None:
     return None
 
 
+def _chunk_preprocessing(plan, chunk) -> dict[str, str]:
+    """{subject: one-line reason} of a chunk's subjects whose preprocessing (rule preprocess_batch) failed."""
+    from .staging import read_status
+
+    table = plan.preprocess_chunk_status(chunk)
+    if not Path(table).exists():
+        reason = error_line(plan.log("preprocess_batch", chunk))
+        return {s: f"{chunk}: {reason}" for s in plan.segment_chunks[chunk]} if reason else {}
+    try:
+        rows = read_status(table)
+    except Exception as exc:  # noqa: BLE001 (a damaged table: said, not raised, in a status report)
+        return {s: f"{chunk}: {exc}" for s in plan.segment_chunks[chunk]}
+    return {r["subject"]: r["error"] or "preprocessing failed" for r in rows if r["status"] == "failed"}
+
+
 def subject_status(plan, subject, own_failures: dict | None = None) -> dict:
     """One row of the status table. ``own_failures``: a cache of :func:`_own_failure` per subject shared
     by the rows of one table, so that a blocked chunk's logs are read once, not once per chunk-mate."""
@@ -84,10 +100,19 @@ def subject_status(plan, subject, own_failures: dict | None = None) -> dict:
     }
     if present == len(targets):
         return status
+    chunk = plan.segment_chunk_of.get(subject) if plan.subjects_per_job > 1 else None
+    # preprocess.jobs: per_chunk: the subject's preprocessing is a row of its chunk's table (or, when the
+    # chunk job failed as a whole, the error in the chunk's log)
+    if chunk and plan.preprocess_per_chunk:
+        key = ("preprocess_batch", chunk)
+        if key not in own_failures:
+            own_failures[key] = _chunk_preprocessing(plan, chunk)
+        reason = own_failures[key].get(subject)
+        if reason:
+            return dict(status, status="failed", step="preprocess_batch", reason=reason)
     failure = own_failure(subject)
     if failure:
         return dict(status, status="failed", step=failure[0], reason=failure[1])
-    chunk = plan.segment_chunk_of.get(subject) if plan.subjects_per_job > 1 else None
     # a chunk job that failed as a whole (its model file, say; Snakemake then deleted its table): its
     # subjects have no log of their own
     if chunk and not Path(plan.chunk_status(chunk)).exists():
@@ -96,7 +121,9 @@ def subject_status(plan, subject, own_failures: dict | None = None) -> dict:
         if reason:
             return dict(status, status="failed", step="infer_batch", reason=f"{chunk}: {reason}")
     # one segment job serves the chunk: a chunk-mate whose own step failed holds back this subject's mask
-    chunk_mates = [other for other in plan.segment_chunks.get(chunk, []) if other != subject] if chunk else []
+    # (not with per_chunk: the chunk's preprocessing job never fails for one subject)
+    blocking = chunk and not plan.preprocess_per_chunk
+    chunk_mates = [other for other in plan.segment_chunks.get(chunk, []) if other != subject] if blocking else []
     for other in chunk_mates:
         failure = own_failure(other)
         if failure:

@@ -71,23 +71,48 @@ def _read(subject: Subject, model_paths, metas, channels):
     return volumes, flair_img
 
 
+def not_preprocessed(subjects: list[Subject], table) -> dict[str, str]:
+    """{key: why} of the subjects a preprocess_batch status table (``preprocess.jobs: per_chunk``) does
+    not list as done: they are not segmented (their files are gone or were never written)."""
+    rows = {r["subject"]: r for r in staging.read_status(table)}
+    why = {}
+    for s in subjects:
+        row = rows.get(s.key)
+        if row is None:
+            why[s.key] = f"preprocessing failed: not in {table}"
+        elif row["status"] != "done":
+            why[s.key] = f"preprocessing failed: {row['error']}"
+    return why
+
+
 def run_chunk(
-    subjects: list[Subject], model_paths, settings: dict, staging_dir, status_path, writers: int = 1
+    subjects: list[Subject], model_paths, settings: dict, staging_dir, status_path, writers: int = 1, preprocessed=None
 ) -> list[dict]:
     """Segment every subject of a chunk; write its status table; return its rows.
 
     Only a problem of the whole chunk (a model file that cannot be read) raises; a subject's own error
     becomes a 'failed' row and the next subject runs. ``writers``: how many subjects are post-processed
-    and written side by side (:func:`write_threads`); the files do not depend on it.
+    and written side by side (:func:`write_threads`); the files do not depend on it. ``preprocessed``:
+    the chunk's preprocess_batch status table, whose failed subjects get a failed row, with its reason.
     """
     rows, todo, stamps = [], [], {}
+    unprocessed = not_preprocessed(subjects, preprocessed) if preprocessed else {}
     for s in subjects:
+        if s.key in unprocessed:
+            staging.forget(staging_dir, s.key)
+            rows.append({"subject": s.key, "status": "failed", "error": unprocessed[s.key], "seconds": 0.0})
+            log.info("%s: failed, not segmented (%s)", s.key, unprocessed[s.key])
+            continue
         stamps[s.key] = staging.fingerprint(s.inputs, model_paths, settings, (s.probseg, s.mask))
         if staging.is_cached(staging_dir, s.key, s.probseg, s.mask, stamps[s.key]):
             rows.append({"subject": s.key, "status": "cached", "error": "", "seconds": 0.0})
         else:
             todo.append(s)
-    log.info("%d subject(s) to segment, %d already staged and up to date", len(todo), len(subjects) - len(todo))
+    log.info(
+        "%d subject(s) to segment, %d already staged and up to date",
+        len(todo),
+        len(subjects) - len(todo) - len(unprocessed),
+    )
     if todo:
         rows += _segment_all(todo, model_paths, settings, staging_dir, stamps, max(1, int(writers)))
     order = {s.key: i for i, s in enumerate(subjects)}
@@ -238,6 +263,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, nargs="+", help="model.pt; several: an ensemble")
     parser.add_argument("--staging", required=True, help="folder the subjects' files are written to first")
     parser.add_argument("--status", required=True, help="output: the chunk's status table (TSV)")
+    parser.add_argument(
+        "--preprocessed", help="the chunk's preprocess-batch status table: its failed subjects are not segmented"
+    )
     add_inference_arguments(parser)
 
 
@@ -253,6 +281,6 @@ def main(args) -> int:
             raise InputError(path, "model file does not exist")
     settings = settings_of(args)
     writers = write_threads(settings["device"], args.threads)
-    rows = run_chunk(subjects, args.model, settings, args.staging, args.status, writers)
+    rows = run_chunk(subjects, args.model, settings, args.staging, args.status, writers, args.preprocessed)
     log.info("settings: %s", json.dumps(dict(settings, model=args.model, subjects=len(rows))))
     return 0
