@@ -332,7 +332,7 @@ def main() -> int:
         "--preprocess-jobs",
         nargs="+",
         default=["per_subject", "per_step"],
-        choices=("per_subject", "per_step"),
+        choices=("per_subject", "per_step", "per_chunk"),
         help="preprocess.jobs of the workflow runs, side by side (one run each)",
     )
     args = parser.parse_args()

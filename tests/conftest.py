@@ -92,3 +92,18 @@ def bids_errors(dataset) -> list[str]:
         for i in bids_validator_issues(dataset)
         if i["severity"] == "error"
     ]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained 4-map FCN model file (tissue window, 3 channels): the chunk and batch tests' model."""
+    import torch
+
+    from wmhflow.fcn.model import build_model, save_model
+
+    torch.manual_seed(0)
+    return save_model(
+        tmp_path_factory.mktemp("model") / "tiny.pt",
+        build_model(side_maps=4),
+        {"requantize": "tissue", "name": "tiny", "channels": "flair,t1,tophat"},
+    )

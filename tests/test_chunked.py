@@ -15,13 +15,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import wmhflow_command, write_nifti
 from test_workflow import snakemake
 
 from wmhflow.errors import ConfigError
 from wmhflow.fcn.infer_batch import Subject, run_chunk, subjects_of, write_threads
-from wmhflow.fcn.model import build_model, save_model
 from wmhflow.paths import prefix, sidecar_path
 from wmhflow.plan import Plan
 from wmhflow.staging import SubjectNotSegmented, place, read_status, staged_path
@@ -91,16 +89,6 @@ def test_chunk_lists_must_have_one_entry_per_subject():
 
 
 # ------------------------------------------------------------------------------ infer-batch in the library
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(
-        tmp_path_factory.mktemp("model") / "tiny.pt",
-        build_model(side_maps=4),
-        {"requantize": "tissue", "name": "tiny", "channels": "flair,t1,tophat"},
-    )
-
-
 def _subject(root: Path, label: str, seed: int) -> Subject:
     rng = np.random.default_rng(seed)
     head = np.zeros((40, 40, 5), bool)

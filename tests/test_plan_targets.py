@@ -35,6 +35,23 @@ def _jobs(run) -> dict[str, int]:
     return {rule: int(n) for rule, n in counts if rule not in ("all", "total")}
 
 
+def planning_config(root, **setting) -> dict:
+    """The mixed test cohort (_cohort) in root, an empty model file, one training subject a site; writes the
+    config to root/run.yaml and returns it. ``setting``: top-level keys that replace the defaults."""
+    if not (root / "cohort").exists():
+        _cohort(root / "cohort")
+    (root / "model.pt").write_bytes(b"")  # planning only: it must exist, not be valid
+    config = {
+        "cohort": str(root / "cohort"),
+        "results": "results",
+        "splits": {"train_per_site": 1},
+        "model": {"name": "fcn2d", "checkpoint": str(root / "model.pt")},
+        **setting,
+    }
+    (root / "run.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "setting",
@@ -47,16 +64,7 @@ def _jobs(run) -> dict[str, int]:
     ],
 )
 def test_rule_all_plans_the_jobs_of_every_target(tmp_path, setting):
-    _cohort(tmp_path / "cohort")
-    (tmp_path / "model.pt").write_bytes(b"")  # planning only: it must exist, not be valid
-    config = {
-        "cohort": str(tmp_path / "cohort"),
-        "results": "results",
-        "splits": {"train_per_site": 1},
-        "model": {"name": "fcn2d", "checkpoint": str(tmp_path / "model.pt")},
-        **setting,
-    }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    config = planning_config(tmp_path, **setting)
     plan = Plan(*_plan_inputs(config, tmp_path))
     assert set(plan.all_rule_inputs()) <= set(plan.all_targets())
     options = ("--configfile", str(tmp_path / "run.yaml"), "-n", "--quiet", "rules")

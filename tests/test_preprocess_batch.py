@@ -13,15 +13,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from conftest import REPO
-from test_plan_targets import _cohort, _jobs
+from test_plan_targets import _jobs, planning_config
 from test_workflow import snakemake
 
 from wmhflow.config import validate
 from wmhflow.errors import ConfigError, WmhflowError
-from wmhflow.fcn.model import build_model, save_model
 from wmhflow.paths import sidecar_path
 from wmhflow.preprocess.batch import outputs_of, split_subjects
 from wmhflow.staging import read_status
@@ -65,18 +63,8 @@ def test_per_chunk_needs_segmentation_chunks():
 
 # ------------------------------------------------------------------------------ planning
 def _planning_config(root, **setting) -> str:
-    if not (root / "cohort").exists():
-        _cohort(root / "cohort")
-    (root / "model.pt").write_bytes(b"")  # planning only: it must exist, not be valid
-    config = {
-        "cohort": str(root / "cohort"),
-        "results": "results",
-        "splits": {"train_per_site": 1},
-        "model": {"name": "fcn2d", "checkpoint": str(root / "model.pt")},
-        "segment": {"subjects_per_job": 2},
-        **setting,
-    }
-    (root / "run.yaml").write_text(yaml.safe_dump(config))
+    """test_plan_targets' planning cohort and config, in chunks of 2; the config file's path."""
+    planning_config(root, **{"segment": {"subjects_per_job": 2}, **setting})
     return str(root / "run.yaml")
 
 
@@ -212,16 +200,6 @@ def subprocess_snakemake(snakefile, workdir, *args):
 
 
 # ------------------------------------------------------------------------------ real runs
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(
-        tmp_path_factory.mktemp("model") / "tiny.pt",
-        build_model(side_maps=4),
-        {"requantize": "tissue", "name": "tiny", "channels": "flair,t1,tophat"},
-    )
-
-
 def _config(root, cohort, model, jobs) -> Path:
     path = root / f"{jobs}.yaml"
     path.write_text(

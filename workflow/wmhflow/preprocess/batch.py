@@ -85,7 +85,7 @@ def run_subject(steps: list[list[str]]) -> str:
                 code = call_verb(verb, argv)
         except WmhflowError as exc:
             return f"wmhflow {verb}: error: {exc}"
-        except (OSError, ValueError, RuntimeError) as exc:  # unexpected, but only this subject's
+        except Exception as exc:  # noqa: BLE001 (unexpected, but only this subject's: as infer_batch)
             log.error("step %d of %d (%s) failed", number, len(steps), verb, exc_info=exc)
             return f"wmhflow {verb}: error: {type(exc).__name__}: {exc}"
         if code != 0:
